@@ -1,0 +1,225 @@
+"""Static analysis of a traced graph, done once per trace:
+
+- which nodes carry relevance (``live``: float tensors computed from a float user input or from an embedding of
+  user ids), which are user ids moved around (``ids``), and which are constants (parameters, buffers, masks,
+  positions, anything computed only from those or from integer inputs; RELEVANCE.md 3.8);
+- decomposed activations and RMSNorm statistics (patterns.py);
+- the activation that gates each contribution node (section 2, clarification 7.4);
+- additive attention masks that pass relevance through (7.6);
+- which nodes relevance can reach from the output, and which of those have no rule (3.9).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.fx import Node
+
+from .errors import UnsupportedOp
+from .patterns import ActivationPattern, find_activation_patterns, find_rms_statistics
+from .rules import RULES, Rule
+from .rules.activation import activation_of, activation_rule
+from .rules.gates import Activation
+
+__all__ = ["Analysis", "analyse", "node_location"]
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+LIVE, IDS, CONST = "live", "ids", "const"
+_IDS_CONSUMERS = {aten.embedding.default}
+_VALUE_INDEPENDENT = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default,
+                      aten.empty_like.default, aten.new_zeros.default, aten.new_ones.default,
+                      aten.new_full.default, aten.new_empty.default, aten.rand_like.default,
+                      aten.randn_like.default}
+_PATTERN_RULE = Rule(fn=activation_rule, family="activation")
+
+
+@dataclass
+class Analysis:
+    kind: dict[Node, str]
+    output: Node
+    overrides: dict[Node, tuple[Rule, list[Node]]] = field(default_factory=dict)
+    gate: dict[Node, Activation] = field(default_factory=dict)
+    attrs: dict[Node, dict[str, Any]] = field(default_factory=dict)
+    reachable: set[Node] = field(default_factory=set)
+    unsupported: list[UnsupportedOp] = field(default_factory=list)
+
+    def rule(self, node: Node) -> tuple[Rule | None, list[Node]]:
+        if node in self.overrides:
+            return self.overrides[node]
+        return RULES.get(node.target), node.all_input_nodes
+
+    def is_live(self, node: Node) -> bool:
+        return self.kind.get(node, CONST) != CONST
+
+
+def _vals(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _is_float(v: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.is_floating_point() for t in _vals(v))
+
+
+def _is_int(v: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) and not t.is_floating_point() for t in _vals(v))
+
+
+def _kind_of(n: Node, kind: dict[Node, str], user_inputs: set[str]) -> str:
+    val = n.meta.get("val")
+    if n.op == "placeholder":
+        if n.name not in user_inputs:
+            return CONST
+        return LIVE if _is_float(val) else IDS
+    if n.op != "call_function":
+        return CONST
+    ins = [kind.get(a, CONST) for a in n.all_input_nodes]
+    if n.target in _IDS_CONSUMERS:
+        return LIVE if len(n.args) > 1 and kind.get(n.args[1], CONST) != CONST else CONST
+    if n.target in _VALUE_INDEPENDENT:
+        return CONST
+    if n.target is _getitem():
+        parent = kind.get(n.args[0], CONST)
+        return parent if parent != CONST and (_is_float(val) if parent == LIVE else _is_int(val)) else CONST
+    if LIVE in ins and _is_float(val):
+        return LIVE
+    rule = RULES.get(n.target)
+    if IDS in ins and _is_int(val) and rule is not None and rule.family == "shape":
+        return IDS
+    return CONST
+
+
+def _getitem() -> Any:
+    import operator
+
+    return operator.getitem
+
+
+def node_location(n: Node) -> tuple[str, str]:
+    """(module path, last user source line) of a node, for error messages."""
+    stack = n.meta.get("nn_module_stack") or {}
+    module = list(stack.values())[-1][0] if stack else ""
+    trace = (n.meta.get("stack_trace") or "").strip().splitlines()
+    loc = ""
+    for line in reversed(trace):
+        if line.strip().startswith("File "):
+            loc = line.strip()
+            break
+    return module, loc
+
+
+def _consumer_activation(n: Node, pattern_of: dict[Node, ActivationPattern]) -> Activation | None:
+    """The one activation every consumer path of n ends in (through data movement only), else None."""
+    found: set[Activation] = set()
+    stack, seen = list(n.users), set()
+    while stack:
+        u = stack.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        if u in pattern_of:
+            found.add(pattern_of[u].activation)
+            continue
+        act = activation_of(u) if u.op == "call_function" else None
+        rule = RULES.get(u.target) if u.op == "call_function" else None
+        if act is not None:
+            found.add(act)
+        elif rule is not None and rule.family == "shape":
+            stack.extend(u.users)
+        else:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
+_SCALES = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar, aten.add.Tensor, aten.add.Scalar,
+           aten.sub.Tensor}
+_PRODUCTS = {aten.bmm.default, aten.mm.default, aten.matmul.default, aten.einsum.default}
+
+
+def _from_attention_scores(n: Node, kind: dict[Node, str]) -> bool:
+    """Does n come from a product of two activations (Q K^T), through data movement, scales and masks?"""
+    for _ in range(32):
+        if n.op != "call_function":
+            return False
+        if n.target in _PRODUCTS:
+            return sum(kind.get(a, CONST) == LIVE for a in n.all_input_nodes) == 2
+        rule = RULES.get(n.target)
+        live_in = [a for a in n.all_input_nodes if kind.get(a, CONST) == LIVE]
+        if len(live_in) != 1 or not (n.target in _SCALES or (rule is not None and rule.family == "shape")):
+            return False
+        n = live_in[0]
+    return False
+
+
+def _is_mask_add(n: Node, kind: dict[Node, str], gate: Activation | None) -> bool:
+    if n.target not in (aten.add.Tensor, aten.sub.Tensor) or gate is None or gate.name != "softmax":
+        return False
+    live_in = [a for a in n.args[:2] if isinstance(a, Node) and kind.get(a, CONST) == LIVE]
+    return len(live_in) == 1 and _from_attention_scores(live_in[0], kind)
+
+
+def _passthrough(n: Node, a: Analysis) -> bool:
+    """Explicitly asked-for pass-through: relevance to the first live input shaped like the output."""
+    shape = getattr(n.meta.get("val"), "shape", None)
+    for m in n.all_input_nodes:
+        if a.is_live(m) and getattr(m.meta.get("val"), "shape", None) == shape:
+            log.warning("no rule for %s at node %s: passing relevance through to %s (asked for)", n.target,
+                        n.name, m.name)
+            a.overrides[n] = (_PATTERN_RULE, [m])
+            return True
+    return False
+
+
+def _reach(graph: torch.fx.Graph, a: Analysis, passthrough: bool) -> None:
+    a.reachable = {a.output}
+    for n in reversed(list(graph.nodes)):
+        if n not in a.reachable or n.op != "call_function":
+            continue
+        rule, inputs = a.rule(n)
+        if rule is None and passthrough and _passthrough(n, a):
+            rule, inputs = a.rule(n)
+        if rule is None:
+            module, loc = node_location(n)
+            a.unsupported.append(UnsupportedOp(str(n.target), n.name, module, loc))
+            continue
+        routes = rule.routes(n) if rule.routes is not None and n not in a.overrides else None
+        for i, m in enumerate(inputs if routes is None else _routed(n, routes)):
+            if a.is_live(m):
+                a.reachable.add(m)
+
+
+def _routed(n: Node, positions: Iterable[int]) -> list[Node]:
+    out = []
+    for p in positions:
+        v = n.args[p] if p < len(n.args) else None
+        out += [x for x in _vals(v) if isinstance(x, Node)]
+    return out
+
+
+def analyse(graph: torch.fx.Graph, user_inputs: set[str], output: Node, passthrough: bool = False) -> Analysis:
+    kind: dict[Node, str] = {}
+    for n in graph.nodes:
+        kind[n] = _kind_of(n, kind, user_inputs)
+    a = Analysis(kind=kind, output=output)
+    for mul, stat in find_rms_statistics(graph).items():
+        a.attrs.setdefault(mul, {})["const_args"] = stat.name
+        kind[stat] = CONST
+    pattern_of: dict[Node, ActivationPattern] = {}
+    for p in find_activation_patterns(graph, {n for n, k in kind.items() if k == LIVE}):
+        a.overrides[p.out] = (_PATTERN_RULE, [p.x])
+        pattern_of.update({m: p for m in p.region})
+    _reach(graph, a, passthrough)
+    for n in a.reachable:
+        rule, _ = a.rule(n)
+        if rule is None or rule.family != "contribution" or n in a.overrides:
+            continue
+        act = _consumer_activation(n, pattern_of)
+        if _is_mask_add(n, kind, act):
+            a.attrs.setdefault(n, {})["passthrough"] = True
+        elif act is not None and act.gates:
+            a.gate[n] = act
+    return a

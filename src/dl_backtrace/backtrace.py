@@ -1,0 +1,100 @@
+"""The seed-compatible API (``from dl_backtrace.pytorch_backtrace import DLBacktrace``), on the one engine."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from .engine import Engine, Run
+from .errors import DLBacktraceError
+from .execute import NodeRecord
+from .results import Relevance
+
+__all__ = ["DLBacktrace"]
+
+log = logging.getLogger(__name__)
+
+
+def _as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(inputs, dict):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+class DLBacktrace:
+    """Trace ``model`` once on ``input_for_graph`` and explain its predictions by relevance propagation.
+
+    Args:
+        model: any ``torch.nn.Module`` (torchvision, HuggingFace, your own); put it in ``eval()`` mode.
+        input_for_graph: example input(s): a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        dynamic_shapes: passed to ``torch.export`` to trace once for varying shapes; without it a new input
+            shape is traced again automatically (once per shape).
+        device: where the explanation runs ("cpu", "cuda", "cuda:1"). The model object itself is never moved:
+            the traced program's own copy of the parameters goes to ``device``, and ``predict`` copies its
+            inputs there. "cuda" on a machine without CUDA logs a warning and uses the CPU.
+        verbose: log progress at INFO level.
+        passthrough_unsupported: pass relevance through ops without a rule instead of raising
+            :class:`~dl_backtrace.errors.UnsupportedOpError` (logged per op; results are then approximate).
+
+    Nothing here changes global torch settings (threads, determinism, backends).
+    """
+
+    def __init__(self, model: torch.nn.Module, input_for_graph: Any, dynamic_shapes: Any = None,
+                 device: str | torch.device | None = "cpu", verbose: bool = False,
+                 passthrough_unsupported: bool = False) -> None:
+        if verbose:
+            logging.getLogger("dl_backtrace").setLevel(logging.INFO)
+        args, kwargs = _as_args(input_for_graph)
+        self.model = model
+        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)
+        self.engine.check()
+        self.device = self.engine.device
+        self._run: Run | None = None
+        self.node_io: OrderedDict[str, NodeRecord] = OrderedDict()
+
+    def predict(self, *inputs: Any, temperature: float = 1.0, **kw_inputs: Any) -> OrderedDict[str, NodeRecord]:
+        """Run the traced graph on ``inputs`` and return ``node_io``: node name -> ``(inputs, output)``.
+
+        The last entry (``"output"``) is the model output; with ``temperature`` T it is the logits divided by
+        T, and :meth:`evaluation` seeds from that scaled output."""
+        if len(inputs) == 1 and isinstance(inputs[0], dict) and not kw_inputs:
+            args, kwargs = (), dict(inputs[0])
+        else:
+            args, kwargs = inputs, kw_inputs
+        self._run = self.engine.run(args, kwargs, temperature)
+        self.node_io = self._node_io(self._run)
+        return self.node_io
+
+    @staticmethod
+    def _node_io(run: Run) -> OrderedDict[str, NodeRecord]:
+        io: OrderedDict[str, NodeRecord] = OrderedDict()
+        for name, value in run.inputs.items():
+            io[name] = NodeRecord((), value)
+        for node, (args, _) in run.execution.calls.items():
+            io[node.name] = NodeRecord(tuple(args), run.execution.values[node])
+        y = run.execution.values[run.program.analysis.output]
+        io["output"] = NodeRecord((y,), run.output)
+        return io
+
+    def evaluation(self, mode: str = "default", multiplier: float = 100.0, scaler: float | None = None,
+                   thresholding: float = 0.5, task: str | None = None, target: Any = None,
+                   device: str | torch.device | None = "cpu") -> Relevance:
+        """Relevance of every node for the last :meth:`predict`, seeded per ``task`` (see RELEVANCE.md).
+
+        Returns a :class:`~dl_backtrace.results.Relevance`: node name -> tensor (contrast mode: a
+        ``Pair(positive, negative)`` with ``.net``), inputs under their argument names, ``"output"`` the seed;
+        ``.bias_sinks`` and ``.conservation_error`` as attributes. Tensors are on ``device`` (CPU by default;
+        None keeps them where they were computed)."""
+        if self._run is None:
+            raise DLBacktraceError("call predict(inputs) before evaluation()")
+        res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding)
+        return res.to(device) if device is not None else res
+
+    @property
+    def traced(self) -> Any:
+        return self.engine.program.traced

@@ -1,0 +1,206 @@
+"""The engine behind both public APIs: trace once per input signature, run, seed, propagate, collect."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .analysis import Analysis, analyse, node_location
+from .errors import TraceError, UnsupportedOp, UnsupportedOpError
+from .execute import Execution, execute
+from .propagate import propagate
+from .results import Relevance
+from .rules._cache import DerivedCache
+from .rules.contribution import rel_float
+from .rules.registry import Pair
+from .seeds import canonical_task, make_seed
+from .trace import Traced, bind_inputs, constants_of, flatten_inputs, trace
+
+__all__ = ["Engine", "Program", "Run", "resolve_device", "infer_task"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """The device explanations run on. CUDA asked for on a machine without it falls back to CPU, loudly."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("device=%r was asked for but CUDA is not available here; running on the CPU", str(device))
+        return torch.device("cpu")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        log.warning("device='mps' is not available here; running on the CPU")
+        return torch.device("cpu")
+    return dev
+
+
+def infer_task(y: Tensor) -> str:
+    """A task for an output shape when none is given: [B, C] classification, [B, C, H, W] segmentation,
+    [B, T, V] generation (next token at the last position)."""
+    if y.dim() <= 2:
+        return "classification"
+    if y.dim() == 3:
+        return "generation"
+    return "segmentation"
+
+
+@dataclass
+class Program:
+    """One trace with its analysis and cached derived parameters."""
+
+    traced: Traced
+    analysis: Analysis
+    cache: DerivedCache
+    feed: dict[str, Tensor]  # parameters, buffers, constants by placeholder name
+
+
+@dataclass
+class Run:
+    program: Program
+    execution: Execution
+    inputs: dict[str, Tensor]  # user tensor inputs by name
+    temperature: float = 1.0
+
+    @property
+    def output(self) -> Tensor:
+        y = self.execution.values[self.program.analysis.output]
+        return y / self.temperature if self.temperature != 1.0 else y
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _to(v: Any, device: torch.device) -> Any:
+    return v.to(device) if isinstance(v, Tensor) and v.device != device else v
+
+
+class Engine:
+    """Traces ``model`` on example inputs and explains runs of it."""
+
+    def __init__(self, model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
+                 dynamic_shapes: Any = None, device: str | torch.device | None = None,
+                 passthrough_unsupported: bool = False) -> None:
+        self.model = model
+        self.device = resolve_device(device) or _model_device(model)
+        self.dynamic_shapes = dynamic_shapes
+        self.passthrough = passthrough_unsupported
+        self._programs: dict[Any, Program] = {}
+        self.program = self._build(args, dict(kwargs or {}))
+
+    def _build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Program:
+        home = _model_device(self.model)
+        args = tuple(_to(a, home) for a in args)
+        kwargs = {k: _to(v, home) for k, v in kwargs.items()}
+        traced = trace(self.model, args, kwargs, self.dynamic_shapes)
+        if home != self.device:
+            traced = self._move(traced)
+        a = analyse(traced.graph, {n.name for n in traced.user_nodes}, traced.output_node, self.passthrough)
+        cacheable = {n for n in traced.graph.nodes if n.op == "placeholder" and n.name in traced.constants}
+        prog = Program(traced, a, DerivedCache(cacheable), dict(traced.constants))
+        self._programs[self._key(traced.example_shapes)] = prog
+        return prog
+
+    def _move(self, traced: Traced) -> Traced:
+        traced.program = torch.export.passes.move_to_device_pass(traced.program, self.device)
+        traced.constants = constants_of(traced.program)
+        return traced
+
+    def _key(self, shapes: Any) -> Any:
+        return None if self.dynamic_shapes is not None else shapes
+
+    @property
+    def unsupported(self) -> list[UnsupportedOp]:
+        return self.program.analysis.unsupported
+
+    def check(self) -> None:
+        if self.unsupported:
+            raise UnsupportedOpError(self.unsupported)
+
+    def program_for(self, inputs: dict[str, Any]) -> Program:
+        shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in flatten_inputs(inputs).items())
+        prog = self._programs.get(self._key(shapes))
+        if prog is None:
+            log.info("input shapes %s differ from the traced ones; tracing again (pass dynamic_shapes to "
+                     "trace once for all shapes)", [s[1] for s in shapes])
+            prog = self._build((), inputs)
+        return prog
+
+    def run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, temperature: float = 1.0) -> Run:
+        if temperature is None or float(temperature) <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        bound = bind_inputs(self.program.traced.signature, args, dict(kwargs or {}))
+        bound = {k: _to(v, self.device) for k, v in bound.items()}
+        prog = self.program_for(bound)
+        flat = flatten_inputs(bound)
+        names = prog.traced.input_names
+        if set(flat) != set(names):
+            raise TraceError(f"the model was traced with inputs {names}, got {sorted(flat)}; pass the same inputs "
+                             "as input_for_graph")
+        feed = dict(prog.feed)
+        feed.update({n.name: flat[name] for n, name in zip(prog.traced.user_nodes, names)})
+        if prog.analysis.unsupported and not self.passthrough:
+            raise UnsupportedOpError(prog.analysis.unsupported)
+        ex = execute(prog.traced.program.graph_module, _placeholders(prog), feed)
+        return Run(prog, ex, {name: flat[name] for name in names}, float(temperature))
+
+    def explain(self, run: Run, task: str | None = None, target: Any = None, mode: str = "default",
+                multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5) -> Relevance:
+        mode = _canonical_mode(mode)
+        y = rel_float(run.output)
+        if task is None:
+            task = infer_task(y)
+            log.info("no task given; explaining as %r (output shape %s)", task, tuple(y.shape))
+        canonical_task(task)
+        seed = make_seed(y, task, target, multiplier, scaler, thresholding, contrast=mode == "contrast")
+        prog = run.program
+        with torch.no_grad():
+            prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache)
+        return _collect(prog, run, prop, seed, mode, task, target)
+
+
+def _placeholders(prog: Program) -> list[Any]:
+    return [n for n in prog.traced.graph.nodes if n.op == "placeholder"]
+
+
+def _canonical_mode(mode: str) -> str:
+    m = str(mode).lower()
+    if m in ("default", "proportional"):
+        return "default"
+    if m in ("contrast", "contrastive"):
+        return "contrast"
+    raise ValueError(f"unknown mode {mode!r}; use 'default' or 'contrast' (also 'contrastive')")
+
+
+def _zeros_like(v: Tensor, like: Any) -> Any:
+    z = torch.zeros(v.shape, dtype=torch.float32 if v.dtype != torch.float64 else v.dtype, device=v.device)
+    return Pair(z, z.clone()) if isinstance(like, Pair) else z
+
+
+def _collect(prog: Program, run: Run, prop: Any, seed: Any, mode: str, task: str, target: Any) -> Relevance:
+    values: dict[str, Any] = {}
+    for node, r in prop.relevance.items():
+        if isinstance(r, (Tensor, Pair)):
+            values[node.name] = r
+    names = prog.traced.input_names
+    for node, name in zip(prog.traced.user_nodes, names):
+        r = prop.relevance.get(node)
+        values.pop(node.name, None)
+        values[name] = r if r is not None else _zeros_like(run.inputs[name], seed)
+    values["output"] = seed
+    sinks = {n.name: s for n, s in prop.sinks.items()}
+    modules = {n.name: node_location(n)[0] for n in prop.relevance}
+    res = Relevance(values, names, sinks, seed, mode, task, target)
+    res.modules = modules
+    return res

@@ -1,0 +1,46 @@
+"""The small modern API: ``Explainer(model, example_inputs).attribute(x, target=...)``, ``explain``,
+``coverage``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .backtrace import _as_args
+from .engine import Engine
+from .errors import UnsupportedOp
+from .results import Relevance
+
+__all__ = ["Explainer", "explain", "coverage"]
+
+
+class Explainer:
+    """Trace once, explain many inputs. Batch on dim 0; results stay on the compute device."""
+
+    def __init__(self, model: torch.nn.Module, example_inputs: Any, *, dynamic_shapes: Any = None,
+                 device: str | torch.device | None = None, passthrough_unsupported: bool = False) -> None:
+        args, kwargs = _as_args(example_inputs)
+        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)
+        self.engine.check()
+
+    def attribute(self, *inputs: Any, target: Any = None, mode: str = "default", task: str | None = None,
+                  multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
+                  temperature: float = 1.0, **kw_inputs: Any) -> Relevance:
+        """Explain one batch. ``res.input_relevance`` is shaped like the input (a dict for several inputs)."""
+        run = self.engine.run(inputs, kw_inputs, temperature)
+        return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding)
+
+    __call__ = attribute
+
+
+def explain(model: torch.nn.Module, inputs: Any, **kwargs: Any) -> Relevance:
+    """One-shot: trace ``model`` on ``inputs`` and explain them (keyword arguments as in ``attribute``)."""
+    args, kw = _as_args(inputs)
+    return Explainer(model, inputs).attribute(*args, **kw, **kwargs)
+
+
+def coverage(model: torch.nn.Module, example_inputs: Any, **kwargs: Any) -> list[UnsupportedOp]:
+    """Ops on the relevance path that have no rule, with where they come from. Runs nothing but the trace."""
+    args, kw = _as_args(example_inputs)
+    return Engine(model, args, kw, **kwargs).unsupported

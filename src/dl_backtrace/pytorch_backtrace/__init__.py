@@ -1,0 +1,6 @@
+"""Seed-compatible import path: ``from dl_backtrace.pytorch_backtrace import DLBacktrace``."""
+
+from ..backtrace import DLBacktrace
+from ..errors import UnsupportedOpError
+
+__all__ = ["DLBacktrace", "UnsupportedOpError"]

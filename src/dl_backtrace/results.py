@@ -1,0 +1,90 @@
+"""The result of an explanation: node name -> relevance, plus inputs, bias sinks and the conservation error.
+
+In default mode each value is a tensor shaped like the node's output. In contrast mode each value is a
+:class:`~dl_backtrace.rules.registry.Pair` ``(positive, negative)`` with ``.net = positive - negative``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .rules.registry import Pair
+
+__all__ = ["Relevance", "conservation_error"]
+
+
+def _total(v: Any, k: int | None = None) -> float:
+    if v is None:
+        return 0.0
+    if isinstance(v, Pair):
+        return _total(v[k if k is not None else 0])
+    return float(v.detach().double().sum())
+
+
+def _abs_total(v: Any, k: int) -> float:
+    t = v[k] if isinstance(v, Pair) else v
+    return float(t.detach().double().abs().sum())
+
+
+def conservation_error(seed: Any, inputs: dict[str, Any], sinks: dict[str, Any], stream: int = 0) -> float:
+    """|sum seed - sum input relevance - sum sinks| / |sum seed| for one stream (denominator sum|seed| when the
+    seed's signed total is ~0, e.g. a negative stream of mixed-sign logits)."""
+    s = _total(seed, stream)
+    rest = sum(_total(v, stream) for v in inputs.values()) + sum(_total(v, stream) for v in sinks.values())
+    den = abs(s)
+    if den <= 1e-12 * max(_abs_total(seed, stream), 1e-300):
+        den = _abs_total(seed, stream)
+    return abs(s - rest) / den if den > 0 else 0.0
+
+
+def _to(v: Any, device: torch.device | str) -> Any:
+    if isinstance(v, Pair):
+        return Pair(v.positive.to(device), v.negative.to(device))
+    return v.to(device) if isinstance(v, Tensor) else v
+
+
+class Relevance(dict):
+    """Mapping node name -> relevance (inputs under their ``forward`` argument names, every node, ``output``).
+
+    Attributes: ``bias_sinks`` (node name -> relevance absorbed there), ``conservation_error`` (relative; the
+    max over streams in contrast mode), ``inputs`` (input name -> relevance), ``mode``, ``task``, ``seed``.
+    """
+
+    def __init__(self, values: dict[str, Any], inputs: list[str], sinks: dict[str, Any], seed: Any, mode: str,
+                 task: str, target: Any = None, tokens: list[str] | None = None) -> None:
+        super().__init__(values)
+        self.input_names = list(inputs)
+        self.bias_sinks = dict(sinks)
+        self.seed = seed
+        self.mode = mode
+        self.task = task
+        self.target = target
+        self.tokens = tokens
+        ins = {k: self[k] for k in self.input_names}
+        streams = (0, 1) if mode == "contrast" else (0,)
+        self.conservation_errors = tuple(conservation_error(seed, ins, self.bias_sinks, s) for s in streams)
+        self.conservation_error = max(self.conservation_errors)
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return {k: self[k] for k in self.input_names}
+
+    @property
+    def input_relevance(self) -> Any:
+        """The relevance of the only input (or a dict of them when the model takes several)."""
+        ins = self.inputs
+        return next(iter(ins.values())) if len(ins) == 1 else ins
+
+    def to(self, device: torch.device | str) -> Relevance:
+        out = Relevance({k: _to(v, device) for k, v in self.items()}, self.input_names,
+                        {k: _to(v, device) for k, v in self.bias_sinks.items()}, _to(self.seed, device),
+                        self.mode, self.task, self.target, self.tokens)
+        return out
+
+    def __repr__(self) -> str:
+        err = f"{self.conservation_error:.2e}"
+        return (f"Relevance(mode={self.mode!r}, task={self.task!r}, nodes={len(self)}, inputs={self.input_names}, "
+                f"conservation_error={err})")

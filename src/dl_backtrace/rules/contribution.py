@@ -1,0 +1,129 @@
+"""The proportional contribution rule (RELEVANCE.md sections 2, 2.2 and 4), written once for every family.
+
+A contribution node computes, per output j, y_j = sum_i c_ij + b_j. A family (linear, conv, pooling, add, ...)
+describes its contributions through :class:`Terms`: the pools A = P + N = sum_i |c_ij| (one product with |W||x|),
+the exact pools P and N when they are needed, and ``back(s, d)``, which returns each input's relevance
+
+    R_in = x+ (.) (W+^T a + W-^T b) + x- (.) (W-^T a + W+^T b) = 1/2 |x| (.) |W|^T s + 1/2 x (.) W^T d,
+
+with per-output factors a (for positive contributions), b (for negative ones), s = a + b and d = a - b.
+Default mode: a = R/D where P survives gating, b = R/D where N survives, D = P + N + |b| (gated pools).
+Ungated units have a = b, so d is needed only where gating fired. Contrast mode computes a pair of (a, b)
+factors per stream and needs the exact pools (to tell one-sided units from mixed ones).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .gates import Activation, gate_masks
+from .registry import Flow, Pair
+
+__all__ = ["Terms", "contribute", "per_stream", "merge_streams", "default_factors", "contrast_factors", "rel_float"]
+
+
+def rel_float(t: Tensor) -> Tensor:
+    """Relevance arithmetic is float32 (float64 stays float64)."""
+    if t.dtype == torch.float64 or t.dtype == torch.float32:
+        return t
+    return t.float()
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    zero = den == 0
+    return (num / torch.where(zero, torch.ones_like(den), den)).masked_fill(zero, 0.0)
+
+
+class Terms(ABC):
+    """The contributions of one node. ``y`` is the pre-activation (the node's output, bias included)."""
+
+    y: Tensor
+    bias: Tensor | None
+
+    @abstractmethod
+    def abs_sum(self) -> Tensor:
+        """A_j = sum_i |c_ij| (= P_j + N_j), shaped like y."""
+
+    def signed_sum(self) -> Tensor:
+        """z_j = sum_i c_ij (= P_j - N_j)."""
+        return self.y if self.bias is None else self.y - self.bias
+
+    @abstractmethod
+    def pos_neg(self) -> tuple[Tensor, Tensor]:
+        """The exact pools (P, N), each a sum of non-negative terms (so P == 0 iff no positive contribution)."""
+
+    @abstractmethod
+    def back(self, s: Tensor, d: Tensor | None) -> tuple[Any, ...]:
+        """Relevance of each tensor input for factors s = a + b and d = a - b (d None means zero)."""
+
+
+def default_factors(r: Tensor, terms: Terms, gate: Activation | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(s, d, sink) for default mode. Sink_j = R_j (1 - a+_j - a-_j)."""
+    abs_b = terms.bias.abs() if terms.bias is not None else None
+    a = terms.abs_sum()
+    if gate is None or not gate.gates:
+        den = a if abs_b is None else a + abs_b
+        g = _safe_div(r, den)
+        return 2.0 * g, None, r - g * a
+    z = terms.signed_sum()
+    p = ((a + z) * 0.5).clamp(min=0)
+    n = ((a - z) * 0.5).clamp(min=0)
+    kill_p, kill_n = gate_masks(gate, terms.y, p, n, terms.bias)
+    p = p.masked_fill(kill_p, 0.0)
+    n = n.masked_fill(kill_n, 0.0)
+    kept = p + n
+    den = kept if abs_b is None else kept + abs_b
+    g = _safe_div(r, den)
+    alpha = g.masked_fill(p <= 0, 0.0)
+    beta = g.masked_fill(n <= 0, 0.0)
+    return alpha + beta, alpha - beta, r - g * kept
+
+
+def contrast_factors(rp: Tensor, rn: Tensor, terms: Terms) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor],
+                                                                    Pair]:
+    """Per stream (a, b) factors and the sinks of RELEVANCE.md section 4 (no gating in contrast mode)."""
+    p, n = terms.pos_neg()
+    has_p, has_n = p > 0, n > 0
+    only_p, only_n, mixed = has_p & ~has_n, has_n & ~has_p, has_p & has_n
+    t = terms.y
+    straight = mixed & (((t > 0) & (rp > rn)) | ((t < 0) & (rp < rn)))
+    crossed = mixed & (((t > 0) & (rp <= rn)) | ((t < 0) & (rp >= rn)))
+    inv_p, inv_n = _safe_div(torch.ones_like(p), p), _safe_div(torch.ones_like(n), n)
+    a_pos = (rp * inv_p) * (only_p | straight)  # + stream, positive contributions
+    b_pos = (rp * inv_n) * (only_n | crossed)  # + stream, negative contributions
+    a_neg = (rn * inv_p) * (only_p | crossed)  # - stream, positive contributions
+    b_neg = (rn * inv_n) * (only_n | straight)  # - stream, negative contributions
+    flows = only_p | only_n | straight | crossed
+    sink = Pair(rp.masked_fill(flows, 0.0), rn.masked_fill(flows, 0.0))
+    return (a_pos, b_pos), (a_neg, b_neg), sink
+
+
+def contribute(r: Tensor | Pair, terms: Terms, gate: Activation | None) -> Flow:
+    """Apply the contribution rule in the mode given by the type of ``r`` (a Pair means contrast mode)."""
+    if not isinstance(r, Pair):
+        s, d, sink = default_factors(r, terms, gate)
+        return Flow(terms.back(s, d), sink)
+    (ap, bp), (an, bn), sink = contrast_factors(r.positive, r.negative, terms)
+    return Flow(merge_streams(terms.back(ap + bp, ap - bp), terms.back(an + bn, an - bn)), sink)
+
+
+def per_stream(r: Tensor | Pair, fn: Callable[[Tensor], Flow]) -> Flow:
+    """Apply a default-mode rule to each stream of a Pair (or to the one tensor in default mode)."""
+    if not isinstance(r, Pair):
+        return fn(r)
+    fp, fq = fn(r.positive), fn(r.negative)
+    sink = None if fp.sink is None and fq.sink is None else Pair(*_fill(fp.sink, fq.sink))
+    return Flow(merge_streams(fp.inputs, fq.inputs), sink)
+
+
+def merge_streams(pos: Sequence[Any], neg: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(None if (x is None and y is None) else Pair(*_fill(x, y)) for x, y in zip(pos, neg))
+
+
+def _fill(x: Tensor | None, y: Tensor | None) -> tuple[Tensor, Tensor]:
+    return (x if x is not None else torch.zeros_like(y)), (y if y is not None else torch.zeros_like(x))

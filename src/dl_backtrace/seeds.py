@@ -1,0 +1,158 @@
+"""Seeding the output's relevance per task (RELEVANCE.md sections 1 and 4, clarifications 7.1, 7.3, 7.10).
+
+``value = multiplier * (scaler or 1)``. A ``target`` may be an int (every example), a per-example list or 1-D
+tensor of ints, an index tuple into one example's output (no batch axis; every example), or a per-example list
+of index tuples. It overrides argmax seeding for every task.
+
+Contrast mode (section 4): with y_t the output at the seeded entry and c = value / |y_t|, the positive stream is
+``value`` there and the negative stream is c * y_k at every other unit k of the same position (single-unit
+outputs: c * (1 - y) if y < 1, else 0). Segmentation: R+ = c' y on the selected pixels, R- = c' y elsewhere and
+c' (1 - y) on the selected ones, c' = value / sum of the selected y.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .rules.registry import Pair
+
+__all__ = ["TASKS", "canonical_task", "make_seed"]
+
+TASKS: dict[str, str] = {
+    "binary-classification": "classification", "binary classification": "classification",
+    "multi-class classification": "classification", "multiclass-classification": "classification",
+    "multi-class-classification": "classification", "multiclass classification": "classification",
+    "classification": "classification", "text-classification": "classification",
+    "image-classification": "classification", "regression": "regression",
+    "binary-segmentation": "segmentation", "multi-class segmentation": "segmentation",
+    "multiclass-segmentation": "segmentation", "segmentation": "segmentation",
+    "token-classification": "token-classification", "token classification": "token-classification",
+    "generation": "generation", "text-generation": "generation",
+}
+
+
+def canonical_task(task: str) -> str:
+    key = str(task).strip().lower()
+    if key not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[key]
+
+
+def _per_example(target: Any, batch: int) -> list[Any]:
+    """One target per example: None, an int class/unit, or an index tuple."""
+    if target is None or isinstance(target, (int, tuple)):
+        return [target] * batch
+    if isinstance(target, Tensor):
+        target = target.reshape(-1).tolist() if target.dim() <= 1 else [tuple(t) for t in target.tolist()]
+    target = list(target)
+    if len(target) != batch:
+        raise ValueError(f"target has {len(target)} entries for a batch of {batch}; give one per example, "
+                         "one int for all, or an index tuple")
+    return [tuple(int(i) for i in t) if isinstance(t, (tuple, list)) else int(t) for t in target]
+
+
+def _contrast_row(row: Tensor, k: int, value: float) -> tuple[Tensor, Tensor]:
+    """Section 4 seed over one position's units ``row`` with the target unit k."""
+    pos = torch.zeros_like(row)
+    pos[k] = value
+    y_t = float(row[k])
+    c = value / abs(y_t) if y_t != 0 else 0.0
+    if row.numel() == 1:
+        return pos, torch.full_like(row, c * (1.0 - y_t) if y_t < 1 else 0.0)
+    neg = c * row
+    neg[k] = 0.0
+    return pos, neg
+
+
+def _single_entry(y: Tensor, targets: list[Any], value: float, contrast: bool, default_pos: Any) -> Any:
+    """One seeded entry per example: classification, regression, generation, index tuples."""
+    pos, neg = torch.zeros_like(y), torch.zeros_like(y)
+    for b, t in enumerate(targets):
+        if isinstance(t, tuple):
+            idx = t
+        else:
+            lead = default_pos(y[b])
+            k = int(y[b][lead].argmax()) if t is None else int(t)
+            idx = lead + (k,)
+        if len(idx) != y.dim() - 1:
+            raise ValueError(f"target index {idx} does not index one example's output of shape "
+                             f"{tuple(y.shape[1:])}")
+        if contrast:
+            p, n = _contrast_row(y[b][idx[:-1]], idx[-1], value)
+            pos[b][idx[:-1]], neg[b][idx[:-1]] = p, n
+        else:
+            pos[b][idx] = value
+    return Pair(pos, neg) if contrast else pos
+
+
+def _token_classification(y: Tensor, targets: list[Any], value: float, contrast: bool) -> Any:
+    """[B, T, C]: each position's class (argmax or target), sharing ``value`` in proportion to the chosen
+    outputs' values (equal shares if they sum to 0)."""
+    if any(isinstance(t, tuple) for t in targets):
+        return _single_entry(y, targets, value, contrast, lambda yb: ())
+    cls = y.argmax(-1)
+    fixed = torch.tensor([-1 if t is None else t for t in targets], device=y.device)[:, None]
+    cls = torch.where(fixed >= 0, fixed.expand_as(cls), cls)  # (B, T)
+    chosen = y.gather(-1, cls[..., None])[..., 0]
+    total = chosen.sum(-1, keepdim=True)
+    even = torch.full_like(chosen, 1.0 / chosen.shape[-1])
+    share = torch.where(total != 0, chosen / torch.where(total == 0, torch.ones_like(total), total), even)
+    v = value * share  # (B, T)
+    pos = torch.zeros_like(y).scatter_(-1, cls[..., None], v[..., None])
+    if not contrast:
+        return pos
+    c = torch.where(chosen != 0, v / chosen.abs().clamp(min=torch.finfo(y.dtype).tiny), torch.zeros_like(v))
+    if y.shape[-1] == 1:
+        return Pair(pos, torch.where(y < 1, c[..., None] * (1.0 - y), torch.zeros_like(y)))
+    neg = (c[..., None] * y).scatter_(-1, cls[..., None], 0.0)
+    return Pair(pos, neg)
+
+
+def _segmentation(y: Tensor, targets: list[Any], value: float, thr: float, contrast: bool) -> Any:
+    """[B, C, H, W] (or [B, 1, H, W]): pixels whose score exceeds ``thr`` share ``value`` by score."""
+    if any(isinstance(t, tuple) for t in targets):
+        return _single_entry(y, targets, value, contrast, lambda yb: ())
+    cls = y.argmax(1, keepdim=True)
+    fixed = torch.tensor([-1 if t is None else t for t in targets], device=y.device).reshape(-1, *[1] * (y.dim() - 1))
+    cls = torch.where(fixed >= 0, fixed.expand_as(cls), cls)
+    score = y.gather(1, cls)  # (B, 1, ...)
+    sel = score > thr
+    total = torch.where(sel, score, torch.zeros_like(score)).flatten(1).sum(1)
+    c = torch.where(total != 0, value / torch.where(total == 0, torch.ones_like(total), total),
+                    torch.zeros_like(total)).reshape(-1, *[1] * (y.dim() - 1))
+    pos = torch.zeros_like(y).scatter_(1, cls, torch.where(sel, c * score, torch.zeros_like(score)))
+    if not contrast:
+        return pos
+    return Pair(pos, torch.zeros_like(y).scatter_(1, cls, torch.where(sel, c * (1.0 - score), c * score)))
+
+
+def _last_position(yb: Tensor) -> tuple[int, ...]:
+    return (yb.shape[0] - 1,) if yb.dim() == 2 else ()
+
+
+def make_seed(y: Tensor, task: str, target: Any = None, multiplier: float = 100.0, scaler: float | None = None,
+              thresholding: float = 0.5, contrast: bool = False) -> Tensor | Pair:
+    """The relevance of the model output ``y`` (float, batch first) for ``task``."""
+    kind = canonical_task(task)
+    value = float(multiplier) * (float(scaler) if scaler else 1.0)
+    y = y.detach()
+    shape = y.shape
+    y = y[:, None] if y.dim() == 1 else y
+    targets = _per_example(target, y.shape[0])
+    if kind in ("classification", "regression"):
+        if y.dim() > 2 and not all(isinstance(t, tuple) for t in targets):
+            raise ValueError(f"task {task!r} expects a [B, C] output, got {tuple(shape)}; use task="
+                             "'segmentation', 'token-classification' or 'generation', or an index-tuple target")
+        seed = _single_entry(y, targets, value, contrast, lambda yb: ())
+    elif kind == "generation":
+        seed = _single_entry(y, targets, value, contrast, _last_position)
+    elif kind == "token-classification":
+        seed = _token_classification(y, targets, value, contrast)
+    else:
+        seed = _segmentation(y if y.dim() >= 4 else y[:, None], targets, value, thresholding, contrast)
+    if isinstance(seed, Pair):
+        return Pair(seed.positive.reshape(shape), seed.negative.reshape(shape))
+    return seed.reshape(shape)

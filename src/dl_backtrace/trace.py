@@ -1,0 +1,164 @@
+"""Trace a model to an ATen graph with ``torch.export`` (RELEVANCE rules are keyed by ATen ops).
+
+The exported program is decomposed with torch's default table minus every op that has its own rule (linear,
+convolutions, layer_norm, sdpa, activations, ...), so the graph is functional (no in-place ops) and as high
+level as our rules allow. User inputs keep the names of ``forward``'s arguments; parameters, buffers and
+constants come from the graph signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, TensorArgument
+from torch.fx import Node
+
+from .errors import TraceError
+from .rules import RULES
+
+__all__ = ["Traced", "trace", "bind_inputs", "flatten_inputs", "decomposition_table", "constants_of"]
+
+log = logging.getLogger(__name__)
+
+
+def decomposition_table() -> dict[Any, Any]:
+    """torch's default decompositions, minus the ops we have rules for (they stay whole in the graph)."""
+    table = dict(torch.export.default_decompositions())
+    for op in RULES:
+        table.pop(op, None)
+    return table
+
+
+@dataclass
+class Traced:
+    """A traced model: the exported program and what the engine needs to run it."""
+
+    program: ExportedProgram
+    graph: torch.fx.Graph
+    input_names: list[str]  # names of the user tensor inputs (forward argument names), in placeholder order
+    user_nodes: list[Node]  # their placeholders, same order
+    constants: dict[str, torch.Tensor]  # placeholder name -> parameter / buffer / constant
+    output_node: Node  # the node whose value is the explained output
+    output_index: int  # its position among the flattened outputs
+    signature: inspect.Signature | None
+    example_shapes: tuple[tuple[str, tuple[int, ...], torch.dtype], ...]
+
+
+def flatten_inputs(bound: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Tensor leaves of the bound inputs, named after their argument (``name.i`` inside containers)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in bound.items():
+        leaves = [v for v in pytree.tree_leaves(value) if isinstance(v, torch.Tensor)]
+        if isinstance(value, torch.Tensor):
+            out[name] = value
+        else:
+            out.update({f"{name}.{i}": v for i, v in enumerate(leaves)})
+    return out
+
+
+def _signature(model: torch.nn.Module) -> inspect.Signature | None:
+    try:
+        return inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return None
+
+
+def bind_inputs(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Map positional and keyword inputs to forward's argument names, in signature order."""
+    if sig is None:
+        return {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError as e:
+        raise TraceError(f"inputs do not match forward{sig}: {e}") from e
+    out: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        param = sig.parameters[name]
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+            out.update({f"{name}_{i}": v for i, v in enumerate(value)})
+        else:
+            out[name] = value
+    return out
+
+
+def _primary_leaf(spec: Any) -> int:
+    """Index of the explained output among the flattened outputs: ``logits`` if the output has it, else 0."""
+    ctx = getattr(spec, "context", None)
+    children = list(spec.children()) if hasattr(spec, "children") else list(getattr(spec, "children_specs", []))
+    if isinstance(ctx, (list, tuple)) and "logits" in ctx and len(children) == len(ctx):
+        i = list(ctx).index("logits")
+        return sum(c.num_leaves for c in children[:i])
+    if isinstance(ctx, dict) and "logits" in ctx:
+        return list(ctx).index("logits")
+    return 0
+
+
+def _shapes(bound: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...], torch.dtype], ...]:
+    return tuple((k, tuple(v.shape), v.dtype) for k, v in flatten_inputs(bound).items())
+
+
+def _export(model: torch.nn.Module, bound: dict[str, Any], dynamic_shapes: Any) -> ExportedProgram:
+    dyn = dynamic_shapes
+    if isinstance(dyn, (list, tuple)):
+        dyn = dict(zip(bound.keys(), dyn))
+    try:
+        ep = torch.export.export(model, (), kwargs=bound, dynamic_shapes=dyn, strict=False)
+        return ep.run_decompositions(decomposition_table())
+    except (RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError) as e:
+        raise TraceError(
+            f"torch.export could not trace {type(model).__name__}: {type(e).__name__}: {e}\n"
+            "Check that the model runs on input_for_graph, is in eval() mode, and that its forward has no "
+            "data-dependent Python control flow (see the torch.export documentation)."
+        ) from e
+
+
+def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
+          dynamic_shapes: Any = None) -> Traced:
+    """Export ``model`` on example inputs and return the decomposed ATen graph with its metadata."""
+    sig = _signature(model)
+    bound = bind_inputs(sig, args, kwargs or {})
+    was_training = model.training
+    if was_training:
+        log.warning("%s is in training mode; tracing it in eval() mode (dropout off, batch norm statistics "
+                    "frozen). Call model.eval() to silence this.", type(model).__name__)
+        model.eval()
+    try:
+        ep = _export(model, bound, dynamic_shapes)
+    finally:
+        if was_training:
+            model.train()
+    user_nodes = [_placeholder(ep, s.arg.name) for s in ep.graph_signature.input_specs
+                  if s.kind == InputKind.USER_INPUT and isinstance(s.arg, TensorArgument)]
+    names = list(flatten_inputs(bound).keys())
+    if len(names) != len(user_nodes):
+        raise TraceError(f"traced {len(user_nodes)} tensor inputs but got {len(names)} ({names})")
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    leaves = list(out_node.args[0]) if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
+    idx = _primary_leaf(ep.call_spec.out_spec)
+    primary = leaves[idx]
+    if not isinstance(primary, Node):
+        raise TraceError(f"the model's output {idx} is a constant ({primary!r}); nothing to explain")
+    return Traced(ep, ep.graph, names, user_nodes, constants_of(ep), primary, idx, sig, _shapes(bound))
+
+
+def _placeholder(ep: ExportedProgram, name: str) -> Node:
+    return next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == name)
+
+
+def constants_of(ep: ExportedProgram) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for s in ep.graph_signature.input_specs:
+        if s.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            out[s.arg.name] = ep.state_dict[s.target] if s.target in ep.state_dict else ep.constants[s.target]
+        elif s.kind == InputKind.CONSTANT_TENSOR:
+            out[s.arg.name] = ep.constants[s.target]
+    return out
