@@ -182,12 +182,11 @@ def _reach(graph: torch.fx.Graph, a: Analysis, passthrough: bool) -> None:
         rule, inputs = a.rule(n)
         if rule is None and passthrough and _passthrough(n, a):
             rule, inputs = a.rule(n)
-        if rule is None:
+        if rule is None:  # report it, and keep walking so every op without a rule is listed at once
             module, loc = node_location(n)
             a.unsupported.append(UnsupportedOp(str(n.target), n.name, module, loc))
-            continue
-        routes = rule.routes(n) if rule.routes is not None and n not in a.overrides else None
-        for i, m in enumerate(inputs if routes is None else _routed(n, routes)):
+        routes = rule.routes(n) if rule is not None and rule.routes is not None and n not in a.overrides else None
+        for _i, m in enumerate(inputs if routes is None else _routed(n, routes)):
             if a.is_live(m):
                 a.reachable.add(m)
 

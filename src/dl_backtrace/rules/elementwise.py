@@ -45,7 +45,7 @@ class Sum(Terms):
 
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Tensor, ...]:
         out = []
-        for (x, c), t in zip(self.parts, self._terms()):
+        for (x, _c), t in zip(self.parts, self._terms()):
             r = 0.5 * t.abs() * s
             if d is not None:
                 r = r + 0.5 * t * d

@@ -29,7 +29,7 @@ class Pair(NamedTuple):
         return self.positive - self.negative
 
 
-Relevance = Union[Tensor, Pair]
+Relevance = Union[Tensor, Pair]  # noqa: UP007  (runtime alias)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class RuleContext:
         return tuple(out)
 
 
-RuleFn = Callable[[RuleContext, Any], Union[Sequence[Any], Flow]]
+RuleFn = Callable[[RuleContext, Any], Sequence[Any] | Flow]
 
 
 @dataclass(frozen=True)
