@@ -25,7 +25,7 @@ def main() -> None:
     train, test = slice(0, 1500), slice(1500, None)
     model = DigitsCNN()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(40):
+    for _epoch in range(40):
         model.train()
         for i in range(0, 1500, 64):
             xb, yb = x[train][i:i + 64], y[train][i:i + 64]

@@ -52,6 +52,11 @@ class Product(Terms):
             r = r + 0.5 * self.x * self.adj(d, self.coef)
         return (r,)
 
+    def back_split(self, a: Tensor, b: Tensor) -> tuple[Tensor]:
+        cp, cn = self.coef.clamp(min=0), (-self.coef).clamp(min=0)
+        xp, xn = self.x.clamp(min=0), (-self.x).clamp(min=0)
+        return (xp * (self.adj(a, cp) + self.adj(b, cn)) + xn * (self.adj(a, cn) + self.adj(b, cp)),)
+
 
 def bilinear(r: Tensor, a: Tensor, b: Tensor, op: Op2, adjs: tuple[Any, Any], bias: Tensor | None) -> Flow:
     """Both operands carry relevance: contribution rule over the contracted axis, half to each operand."""
@@ -218,6 +223,9 @@ class LinearMap(Terms):
         if d is not None:
             r = r + 0.5 * self.x * self.adj(d)
         return (r,)
+
+    def back_split(self, a: Tensor, b: Tensor) -> tuple[Tensor]:
+        return (self.x.clamp(min=0) * self.adj(a) + (-self.x).clamp(min=0) * self.adj(b),)
 
 
 class _Reduction(LinearMap):

@@ -61,6 +61,11 @@ class Terms(ABC):
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Any, ...]:
         """Relevance of each tensor input for factors s = a + b and d = a - b (d None means zero)."""
 
+    @abstractmethod
+    def back_split(self, a: Tensor, b: Tensor) -> tuple[Any, ...]:
+        """The same from a and b directly, x+ (W+^T a + W-^T b) + x- (W-^T a + W+^T b): no cancellation between
+        the two halves, for contrast mode, where a and b can differ by orders of magnitude (R/P vs R/N)."""
+
 
 def default_factors(r: Tensor, terms: Terms, gate: Activation | None) -> tuple[Tensor, Tensor | None, Tensor]:
     """(s, d, sink) for default mode. Sink_j = R_j (1 - a+_j - a-_j)."""
@@ -109,7 +114,7 @@ def contribute(r: Tensor | Pair, terms: Terms, gate: Activation | None) -> Flow:
         s, d, sink = default_factors(r, terms, gate)
         return Flow(terms.back(s, d), sink)
     (ap, bp), (an, bn), sink = contrast_factors(r.positive, r.negative, terms)
-    return Flow(merge_streams(terms.back(ap + bp, ap - bp), terms.back(an + bn, an - bn)), sink)
+    return Flow(merge_streams(terms.back_split(ap, bp), terms.back_split(an, bn)), sink)
 
 
 def per_stream(r: Tensor | Pair, fn: Callable[[Tensor], Flow]) -> Flow:

@@ -52,6 +52,10 @@ class Sum(Terms):
             out.append(sum_to(r, x.shape))
         return tuple(out)
 
+    def back_split(self, a: Tensor, b: Tensor) -> tuple[Tensor, ...]:
+        return tuple(sum_to(t.clamp(min=0) * a + (-t).clamp(min=0) * b, x.shape)
+                     for (x, _), t in zip(self.parts, self._terms()))
+
 
 def _as_bias(v: Any, like: Tensor, scale: float) -> Tensor | None:
     if isinstance(v, Tensor):
@@ -109,7 +113,7 @@ def mul_rule(ctx: RuleContext, r: Tensor) -> tuple[Any, ...]:
     return ctx.route(out)
 
 
-@register(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, family="product", routes=lambda n: (0,))
+@register(aten.div.Tensor, aten.div.Scalar, family="product", routes=lambda n: (0,))
 def div_rule(ctx: RuleContext, r: Tensor) -> Flow:
     """x / y: all to x; the normaliser y gets none. c / y with c constant: a sink."""
     if ctx.is_live(0):

@@ -40,7 +40,7 @@ _NAMES = [
     ("diagonal", "default"), ("contiguous", "default"), ("_reshape_alias", "default"), ("as_strided", "default"),
     ("reflection_pad1d", "default"), ("reflection_pad2d", "default"), ("replication_pad1d", "default"),
     ("replication_pad2d", "default"), ("pixel_shuffle", "default"), ("pixel_unshuffle", "default"),
-    ("channel_shuffle", "default"), ("native_dropout", "default"), ("index_put", "default"),
+    ("channel_shuffle", "default"), ("native_dropout", "default"),
 ]
 DATA_MOVEMENT = [op for op in (aten_op(n, o) for n, o in _NAMES) if op is not None]
 # ops whose output can hold elements that come from no tensor input (pads, fill values)
@@ -63,12 +63,19 @@ def _args_with(ctx: RuleContext, repl: dict[int, Tensor]) -> tuple[list[Any], di
     return args, kwargs
 
 
-def _cotangent(ctx: RuleContext, r: Any) -> Any:
-    if not isinstance(r, list):
+def _float_outputs(ctx: RuleContext) -> list[int] | None:
+    """Indices of the floating outputs of a tuple-output op (None for a single output)."""
+    if not isinstance(ctx.out, (tuple, list)):
+        return None
+    return [i for i, o in enumerate(ctx.out) if isinstance(o, Tensor) and o.is_floating_point()]
+
+
+def _cotangent(ctx: RuleContext, r: Any, keep: list[int] | None) -> Any:
+    if keep is None:
         return r
     outs = ctx.out
-    return type(outs)(ri if ri is not None else torch.zeros(o.shape, dtype=_dtype_of(r), device=o.device)
-                      for ri, o in zip(r, outs))
+    return tuple(r[i] if r[i] is not None else torch.zeros(outs[i].shape, dtype=_dtype_of(r), device=outs[i].device)
+                 for i in keep)
 
 
 def _dtype_of(r: list[Any]) -> torch.dtype:
@@ -79,13 +86,15 @@ def generic_move(ctx: RuleContext, r: Any) -> Flow:
     """Adjoint of the op on the live inputs; relevance on elements made from constants is a sink."""
     live = [i for i, flag in enumerate(ctx.live) if flag]
     floats = [i for i, t in enumerate(ctx.inputs) if t.is_floating_point()]
-    cot = _cotangent(ctx, r)
+    keep = _float_outputs(ctx)
+    cot = _cotangent(ctx, r, keep)
     primals = tuple(rel_float(ctx.inputs[i]) if ctx.inputs[i].is_floating_point() else ctx.inputs[i].float()
                     for i in live)
 
     def fn(*xs: Tensor) -> Any:
         args, kwargs = _args_with(ctx, dict(zip(live, xs)))
-        return ctx.node.target(*args, **kwargs)
+        out = ctx.node.target(*args, **kwargs)
+        return out if keep is None else tuple(out[i] for i in keep)
 
     grads = vjp_of(fn, primals, cot)
     by_input = dict(zip(live, grads))
