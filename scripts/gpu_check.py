@@ -27,11 +27,37 @@ def _torchvision(name: str) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None)
 
 
+class _Seg(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.up = nn.Sequential(nn.ConvTranspose2d(8, 8, 2, stride=2), nn.Tanh())
+        self.head = nn.Conv2d(11, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(torch.cat([self.up(self.down(x)), x], 1)))
+
+
+class _Seq(nn.Module):
+    def __init__(self, out: int) -> None:
+        super().__init__()
+        self.emb, self.conv, self.head = nn.Embedding(50, 16), nn.Conv1d(16, 16, 3, padding=1), nn.Linear(16, out)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.gelu(self.conv(self.emb(input_ids).transpose(1, 2))).transpose(1, 2))
+
+
 def models(size: int) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], str]]:
     img = torch.randn(2, 3, size, size)
+    ids = torch.randint(0, 50, (2, 12))
     out: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], str]] = {
         "mlp": (nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 5)), (torch.randn(2, 20),),
                 "classification"),
+        "regression": (nn.Sequential(nn.Linear(20, 32), nn.SiLU(), nn.Linear(32, 3)), (torch.randn(2, 20),),
+                       "regression"),
+        "segmentation": (_Seg(), (img,), "binary-segmentation"),
+        "token-classification": (_Seq(4), (ids,), "token-classification"),
+        "generation": (_Seq(50), (ids,), "generation"),
     }
     for name in ["resnet18", "resnet50", "vgg11_bn", "mobilenet_v2", "efficientnet_b0", "densenet121"]:
         out[name] = (_torchvision(name), (img,), "classification")
