@@ -162,12 +162,21 @@ class Engine:
         if task is None:
             task = infer_task(y)
             log.info("no task given; explaining as %r (output shape %s)", task, tuple(y.shape))
-        canonical_task(task)
-        seed = make_seed(y, task, target, multiplier, scaler, thresholding, contrast=mode == "contrast")
+        positions = _last_tokens(run, y) if canonical_task(task) == "generation" else None
+        seed = make_seed(y, task, target, multiplier, scaler, thresholding, mode == "contrast", positions)
         prog = run.program
         with torch.no_grad():
             prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache)
         return _collect(prog, run, prop, seed, mode, task, target)
+
+
+def _last_tokens(run: Run, y: Tensor) -> Tensor | None:
+    """Per example, the last position whose attention_mask is set (right padding), when the model takes one."""
+    mask = run.inputs.get("attention_mask")
+    if mask is None or y.dim() != 3 or mask.dim() != 2 or tuple(mask.shape) != tuple(y.shape[:2]):
+        return None
+    idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask != 0, idx, torch.full_like(idx, -1)).amax(1).clamp(min=0).cpu()
 
 
 def _placeholders(prog: Program) -> list[Any]:

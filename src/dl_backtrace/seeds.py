@@ -129,13 +129,23 @@ def _segmentation(y: Tensor, targets: list[Any], value: float, thr: float, contr
     return Pair(pos, torch.zeros_like(y).scatter_(1, cls, torch.where(sel, c * (1.0 - score), c * score)))
 
 
-def _last_position(yb: Tensor) -> tuple[int, ...]:
-    return (yb.shape[0] - 1,) if yb.dim() == 2 else ()
+def _last_position(positions: Tensor | None) -> Any:
+    """Generation: the explained position of example b (the last one, or the last non-padding one)."""
+    state = {"b": -1}
+
+    def pos(yb: Tensor) -> tuple[int, ...]:
+        state["b"] += 1
+        if yb.dim() != 2:
+            return ()
+        return (int(positions[state["b"]]),) if positions is not None else (yb.shape[0] - 1,)
+
+    return pos
 
 
 def make_seed(y: Tensor, task: str, target: Any = None, multiplier: float = 100.0, scaler: float | None = None,
-              thresholding: float = 0.5, contrast: bool = False) -> Tensor | Pair:
-    """The relevance of the model output ``y`` (float, batch first) for ``task``."""
+              thresholding: float = 0.5, contrast: bool = False, positions: Tensor | None = None) -> Tensor | Pair:
+    """The relevance of the model output ``y`` (float, batch first) for ``task``. For generation,
+    ``positions`` (one per example) replaces the last position, e.g. the last non-padding token."""
     kind = canonical_task(task)
     value = float(multiplier) * (float(scaler) if scaler else 1.0)
     y = y.detach()
@@ -148,7 +158,7 @@ def make_seed(y: Tensor, task: str, target: Any = None, multiplier: float = 100.
                              "'segmentation', 'token-classification' or 'generation', or an index-tuple target")
         seed = _single_entry(y, targets, value, contrast, lambda yb: ())
     elif kind == "generation":
-        seed = _single_entry(y, targets, value, contrast, _last_position)
+        seed = _single_entry(y, targets, value, contrast, _last_position(positions))
     elif kind == "token-classification":
         seed = _token_classification(y, targets, value, contrast)
     else:

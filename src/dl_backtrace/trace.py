@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind, TensorArgument
+from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgument
 from torch.fx import Node
 
 from .errors import TraceError
@@ -126,6 +126,8 @@ def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, An
     """Export ``model`` on example inputs and return the decomposed ATen graph with its metadata."""
     sig = _signature(model)
     bound = bind_inputs(sig, args, kwargs or {})
+    if sig is not None and "use_cache" in sig.parameters and "use_cache" not in bound:
+        bound["use_cache"] = False  # an explanation needs no KV cache (and a cache object cannot be exported)
     was_training = model.training
     if was_training:
         log.warning("%s is in training mode; tracing it in eval() mode (dropout off, batch norm statistics "
@@ -154,11 +156,15 @@ def _placeholder(ep: ExportedProgram, name: str) -> Node:
     return next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == name)
 
 
-def constants_of(ep: ExportedProgram) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
+def constants_of(ep: ExportedProgram) -> dict[str, Any]:
+    """Values of every graph input that is not a user tensor: parameters, buffers, lifted constants, and user
+    inputs that export specialised (a ``use_cache=False`` flag keeps a placeholder fed with its constant)."""
+    out: dict[str, Any] = {}
     for s in ep.graph_signature.input_specs:
         if s.kind in (InputKind.PARAMETER, InputKind.BUFFER):
             out[s.arg.name] = ep.state_dict[s.target] if s.target in ep.state_dict else ep.constants[s.target]
         elif s.kind == InputKind.CONSTANT_TENSOR:
             out[s.arg.name] = ep.constants[s.target]
+        elif s.kind == InputKind.USER_INPUT and isinstance(s.arg, ConstantArgument):
+            out[s.arg.name] = s.arg.value
     return out

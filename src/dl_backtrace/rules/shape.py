@@ -107,8 +107,8 @@ def generic_move(ctx: RuleContext, r: Any) -> Flow:
 def _from_live_mask(ctx: RuleContext, live: list[int], floats: list[int]) -> Tensor:
     """1 where an output element is a copy of a live input element, 0 where it comes from a constant."""
     idx = sorted(set(live) | set(floats))
-    primals = tuple(rel_float(ctx.inputs[i]) if ctx.inputs[i].is_floating_point() else ctx.inputs[i].float()
-                    for i in idx)
+    primals = tuple((rel_float(ctx.inputs[i]) if ctx.inputs[i].is_floating_point() else ctx.inputs[i].float())
+                    .contiguous() for i in idx)  # forward AD refuses overlapping (expanded) primals
     tangents = tuple(torch.ones_like(p) if i in live else torch.zeros_like(p) for i, p in zip(idx, primals))
 
     def fn(*xs: Tensor) -> Tensor:
