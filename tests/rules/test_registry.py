@@ -87,6 +87,8 @@ CASES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "aten.div.Scalar": ((L(r(2, 3)), 3.0), {}),
     "aten.neg.default": ((L(r(2, 3)),), {}),
     "aten.embedding.default": ((C(r(10, 4)), L(idx(2, 5, high=10))), {}),
+    "aten.scaled_dot_product_attention.default": ((L(r(2, 4, 5, 3)), L(r(2, 2, 6, 3)), L(r(2, 2, 6, 4)),
+                                                   C(r(2, 1, 5, 6) > -0.5)), {"enable_gqa": True}),
     "aten.amax.default": ((L(r(2, 3, 4)), [1]), {}),
     "aten.amin.default": ((L(r(2, 3, 4)), [-1], True), {}),
     "aten.max.dim": ((L(r(2, 3, 4)), 1), {}),
