@@ -1,36 +1,40 @@
 """Explanation cost as a multiple of a plain forward pass, measured in one process.
 
-For each model: median time of ``model(x)`` under ``torch.no_grad()``, of ``predict + evaluation`` (the trace is
-built once, outside the timing), and of one autograd gradient x input (forward + input-gradient backward with
-frozen parameters: the physical floor for a backward-style explanation). Prints a markdown table.
+Per model, interleaved over the runs (so machine drift hits every measurement alike), after a warm-up:
+- forward: ``model(**inputs)`` under ``torch.no_grad()``;
+- grad x input: forward + input-gradient backward with frozen parameters (for token models the gradient is
+  taken at the input embeddings): the physical floor of a backward-style explanation;
+- explain: ``predict + evaluation`` of the seed-compatible API (every node's relevance kept), the trace built
+  once outside the timing.
+Medians are printed, with the ratios. Peak extra memory (``--memory``): on CUDA ``max_memory_allocated`` above
+the resident model; on CPU the rise of the peak RSS (VmHWM, reset through /proc/self/clear_refs) above the RSS
+before the call, measured in a child process whose malloc returns every block of 16 KiB or more to the system
+on free (MALLOC_MMAP_THRESHOLD_), so RSS follows live memory. Explanation memory is for the lean setting
+(``Explainer.attribute(nodes=False)``: input relevance only, activations freed once used) and for the full
+seed-API setting (every node's relevance kept), next to autograd's forward + backward (grad x input).
 
-    python benchmarks/explain_vs_forward.py [--models resnet18 resnet50] [--runs 5] [--threads 2] [--device cpu]
+    python benchmarks/explain_vs_forward.py --models resnet18 resnet50 [--runs 5] [--threads 2] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from dl_backtrace.pytorch_backtrace import DLBacktrace
-
-
-def _vision(name: str, size: int = 224) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], str]:
-    import torchvision
-
-    return getattr(torchvision.models, name)(weights=None).eval(), (torch.randn(1, 3, size, size),), "classification"
-
-
-MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...], str]]] = {
-    "resnet18": lambda: _vision("resnet18"),
-    "resnet50": lambda: _vision("resnet50"),
-    "mobilenet_v2": lambda: _vision("mobilenet_v2"),
-    "vit_b_16": lambda: _vision("vit_b_16"),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dl_backtrace  # noqa: E402
+from dl_backtrace.pytorch_backtrace import DLBacktrace  # noqa: E402
+from models import MODELS, build, logits  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -38,47 +42,103 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _median(fn: Callable[[], object], runs: int, device: torch.device) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
     fn()
     _sync(device)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
+    return time.perf_counter() - t0
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base = _status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (Linux)
+    fn()
+    return _status("VmHWM") - base
 
 
-def bench(name: str, runs: int, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-    model, inputs, task = MODELS[name]()
-    model = model.to(device=device, dtype=dtype if dtype != torch.float32 else None)
-    inputs = tuple(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device) for x in inputs)
+def _grad_x_input(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], object]:
+    def run() -> object:
+        if "input_ids" in inputs:
+            emb = model.get_input_embeddings()(inputs["input_ids"]).detach().requires_grad_(True)
+            rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+            out = logits(model(inputs_embeds=emb, **rest))
+            out.flatten(1).max(1).values.sum().backward()
+            return (emb.grad * emb).sum(-1)
+        x = inputs["x"].clone().requires_grad_(True)
+        logits(model(x)).flatten(1).max(1).values.sum().backward()
+        return x.grad * x
+    return run
+
+
+def _memory_in_child(name: str, args_device: str, dtype: str) -> dict[str, float]:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, __file__, "--_memory", name, "--device", args_device, "--dtype", dtype]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def memory(name: str, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    model, inputs, task = build(name)
+    model = model.to(device=device, dtype=dtype)
+    inputs = {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
     for p in model.parameters():
         p.requires_grad_(False)
+    exp = dl_backtrace.Explainer(model, inputs, device=device)
+    lean = lambda: exp.attribute(**inputs, task=task, nodes=False)  # noqa: E731
+    full = lambda: exp.attribute(**inputs, task=task)  # noqa: E731
+    grad = _grad_x_input(model, inputs)
+    for fn in (lean, full, grad):  # warm-up: caches (|W|) are built here, not counted below
+        fn()
+    mib = 2.0 ** 20
+    return {"mem_lean_mb": peak_extra_bytes(lean, device) / mib, "mem_full_mb": peak_extra_bytes(full, device) / mib,
+            "mem_grad_mb": peak_extra_bytes(grad, device) / mib}
+
+
+def bench(name: str, runs: int, device: torch.device, dtype: torch.dtype, with_memory: bool) -> dict[str, float]:
+    model, inputs, task = build(name)
+    model = model.to(device=device, dtype=dtype)
+    inputs = {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    dlb = DLBacktrace(model, inputs, device=device)
 
     def forward() -> object:
         with torch.no_grad():
-            return model(*inputs)
-
-    def grad_x_input() -> object:
-        xs = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
-        out = model(*xs)
-        out = out.logits if hasattr(out, "logits") else out
-        out.flatten(1).max(1).values.sum().backward()
-        return [x.grad * x for x in xs if x.is_floating_point()]
-
-    dlb = DLBacktrace(model, inputs, device=device)
+            return model(**inputs)
 
     def explain() -> object:
-        dlb.predict(*inputs)
+        dlb.predict(**inputs)
         return dlb.evaluation(task=task, device=None)
 
-    t_fwd = _median(forward, runs, device)
-    t_grad = _median(grad_x_input, runs, device)
-    t_exp = _median(explain, runs, device)
-    return {"forward_ms": t_fwd * 1e3, "grad_ms": t_grad * 1e3, "explain_ms": t_exp * 1e3,
-            "ratio_forward": t_exp / t_fwd, "ratio_grad": t_exp / t_grad}
+    fns = {"forward": forward, "grad": _grad_x_input(model, inputs), "explain": explain}
+    for fn in fns.values():  # warm-up (also builds the |W| caches)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn, device))
+    out = {f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}
+    out["ratio_forward"] = out["explain_ms"] / out["forward_ms"]
+    out["ratio_grad"] = out["explain_ms"] / out["grad_ms"]
+    if with_memory:
+        out.update(_memory_in_child(name, args_device=str(device), dtype=str(dtype).split(".")[-1]))
+    return out
 
 
 def main() -> None:
@@ -88,17 +148,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--memory", action="store_true", help="also measure peak extra memory")
+    ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # a benchmark setting, never done by the library
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args._memory:
+        print(json.dumps(memory(args._memory, device, dtype)))
+        return
     print(f"torch {torch.__version__}, device {device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
-          f"median of {args.runs} runs after warm-up\n")
-    print("| model | forward ms | grad x input ms | predict+evaluation ms | / forward | / grad x input |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"median of {args.runs} interleaved runs after a warm-up\n")
+    head = "| model | forward ms | grad x input ms | predict+evaluation ms | / forward | / grad x input |"
+    print(head + (" lean explain MiB | full explain MiB | autograd MiB |" if args.memory else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.memory else ""))
     for name in args.models:
-        r = bench(name, args.runs, device, dtype)
+        r = bench(name, args.runs, device, dtype, args.memory)
+        mem = (f" {r['mem_lean_mb']:.0f} | {r['mem_full_mb']:.0f} | {r['mem_grad_mb']:.0f} |"
+               if args.memory else "")
         print(f"| {name} | {r['forward_ms']:.1f} | {r['grad_ms']:.1f} | {r['explain_ms']:.1f} | "
-              f"{r['ratio_forward']:.2f}x | {r['ratio_grad']:.2f}x |", flush=True)
+              f"{r['ratio_forward']:.2f}x | {r['ratio_grad']:.2f}x |" + mem, flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .patterns import ActivationPattern, find_activation_patterns, find_rms_stat
 from .rules import RULES, Rule
 from .rules.activation import activation_of, activation_rule
 from .rules.gates import Activation
+from .rules.registry import aten_op
 
 __all__ = ["Analysis", "analyse", "node_location"]
 
@@ -47,6 +48,10 @@ class Analysis:
     attrs: dict[Node, dict[str, Any]] = field(default_factory=dict)
     reachable: set[Node] = field(default_factory=set)
     unsupported: list[UnsupportedOp] = field(default_factory=list)
+    nonneg: set[Node] = field(default_factory=set)  # outputs known to be >= 0 (|x| = x, no abs needed)
+    needed: set[Node] = field(default_factory=set)  # values some rule reads (a lean run records only these)
+    order: list[Node] = field(default_factory=list)  # every node, in graph order
+    slots: dict[Node, list[Any]] = field(default_factory=dict)  # input slots per node, computed once
 
     def rule(self, node: Node) -> tuple[Rule | None, list[Node]]:
         if node in self.overrides:
@@ -199,6 +204,49 @@ def _routed(n: Node, positions: Iterable[int]) -> list[Node]:
     return out
 
 
+_NONNEG = {aten.relu.default, aten.sigmoid.default, aten._softmax.default, aten.softmax.int,
+           aten.hardsigmoid.default, aten_op("relu6")} - {None}
+_KEEPS_SIGN = {aten.max_pool2d.default, aten.max_pool1d.default, aten.max_pool3d.default,
+               aten.max_pool2d_with_indices.default, aten.avg_pool2d.default, aten.avg_pool1d.default,
+               aten.adaptive_avg_pool2d.default, aten.adaptive_avg_pool1d.default, aten.mean.dim,
+               aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.permute.default,
+               aten.transpose.int, aten.flatten.using_ints, aten.clone.default, aten.dropout.default,
+               aten.cat.default, aten.unsqueeze.default, aten.squeeze.dim, aten.expand.default,
+               aten.amax.default, aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec}
+
+
+def _nonneg(graph: torch.fx.Graph) -> set[Node]:
+    """Nodes whose output is >= 0 by construction: ReLU-like activations, and pooling or data movement of those."""
+    out: set[Node] = set()
+    for n in graph.nodes:
+        if n.op != "call_function":
+            continue
+        hard = n.target is aten.hardtanh.default and len(n.args) > 1 and float(n.args[1]) >= 0
+        if n.target in _NONNEG or hard:
+            out.add(n)
+        elif (n.target in _KEEPS_SIGN or n.target is _getitem()) and n.all_input_nodes and all(
+                m in out for m in n.all_input_nodes if _is_float(m.meta.get("val"))):
+            out.add(n)
+    return out
+
+
+def _needed(a: Analysis) -> set[Node]:
+    """Values the backward walk reads: the explained output, and per reachable node what its rule reads."""
+    out = {a.output}
+    for n in a.reachable:
+        if n.op != "call_function":
+            continue
+        rule, inputs = a.rule(n)
+        reads = rule.reads_of(n) if rule is not None and n not in a.overrides else "none"
+        if reads == "all" and rule.family == "contribution" and n not in a.gate:
+            reads = "inputs"  # the output (pre-activation) matters only to gating
+        if reads in ("inputs", "all"):
+            out.update(inputs)
+        if reads == "all":
+            out.add(n)
+    return out
+
+
 def analyse(graph: torch.fx.Graph, user_inputs: set[str], output: Node, passthrough: bool = False) -> Analysis:
     kind: dict[Node, str] = {}
     for n in graph.nodes:
@@ -212,6 +260,8 @@ def analyse(graph: torch.fx.Graph, user_inputs: set[str], output: Node, passthro
         a.overrides[p.out] = (_PATTERN_RULE, [p.x])
         pattern_of.update({m: p for m in p.region})
     _reach(graph, a, passthrough)
+    a.nonneg = _nonneg(graph)
+    a.order = list(graph.nodes)
     for n in a.reachable:
         rule, _ = a.rule(n)
         if rule is None or rule.family != "contribution" or n in a.overrides:
@@ -221,4 +271,5 @@ def analyse(graph: torch.fx.Graph, user_inputs: set[str], output: Node, passthro
             a.attrs.setdefault(n, {})["passthrough"] = True
         elif act is not None and act.gates:
             a.gate[n] = act
+    a.needed = _needed(a)
     return a

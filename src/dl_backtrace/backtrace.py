@@ -75,8 +75,10 @@ class DLBacktrace:
         io: OrderedDict[str, NodeRecord] = OrderedDict()
         for name, value in run.inputs.items():
             io[name] = NodeRecord((), value)
-        for node, (args, _) in run.execution.calls.items():
-            io[node.name] = NodeRecord(tuple(args), run.execution.values[node])
+        ex = run.execution
+        for node, value in ex.values.items():
+            if node.op == "call_function":
+                io[node.name] = NodeRecord(tuple(ex.args_of(node)[0]), value)
         y = run.execution.values[run.program.analysis.output]
         io["output"] = NodeRecord((y,), run.output)
         return io

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .analysis import Analysis, analyse, node_location
 from .errors import TraceError, UnsupportedOp, UnsupportedOpError
-from .execute import Execution, execute
+from .execute import Execution, execute, recording_module
 from .propagate import propagate
 from .results import Relevance
 from .rules._cache import DerivedCache
@@ -61,6 +61,9 @@ class Program:
     analysis: Analysis
     cache: DerivedCache
     feed: dict[str, Tensor]  # parameters, buffers, constants by placeholder name
+    recorder: Any = None  # the generated module that returns every node's value
+    modules: dict[str, str] | None = None  # node name -> module path
+    lean_recorder: Any = None  # the same returning only what the rules read (built on first use)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Run:
 
     @property
     def output(self) -> Tensor:
-        y = self.execution.values[self.program.analysis.output]
+        y = self.execution.value(self.program.analysis.output)
         return y / self.temperature if self.temperature != 1.0 else y
 
 
@@ -108,7 +111,9 @@ class Engine:
             traced = self._move(traced)
         a = analyse(traced.graph, {n.name for n in traced.user_nodes}, traced.output_node, self.passthrough)
         cacheable = {n for n in traced.graph.nodes if n.op == "placeholder" and n.name in traced.constants}
-        prog = Program(traced, a, DerivedCache(cacheable), dict(traced.constants))
+        prog = Program(traced, a, DerivedCache(cacheable), dict(traced.constants),
+                       recording_module(traced.program.graph_module),
+                       {n.name: node_location(n)[0] for n in traced.graph.nodes})
         self._programs[self._key(traced.example_shapes)] = prog
         return prog
 
@@ -137,7 +142,9 @@ class Engine:
             prog = self._build((), inputs)
         return prog
 
-    def run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, temperature: float = 1.0) -> Run:
+    def run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, temperature: float = 1.0,
+            lean: bool = False) -> Run:
+        """Execute the traced graph. ``lean`` records only the values the rules read (no node_io)."""
         if temperature is None or float(temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         bound = bind_inputs(self.program.traced.signature, args, dict(kwargs or {}))
@@ -152,11 +159,15 @@ class Engine:
         feed.update({n.name: flat[name] for n, name in zip(prog.traced.user_nodes, names)})
         if prog.analysis.unsupported and not self.passthrough:
             raise UnsupportedOpError(prog.analysis.unsupported)
-        ex = execute(prog.traced.program.graph_module, _placeholders(prog), feed)
+        gm = prog.traced.program.graph_module
+        if lean and prog.lean_recorder is None:
+            prog.lean_recorder = recording_module(gm, prog.analysis.needed)
+        ex = execute(gm, _placeholders(prog), feed, prog.lean_recorder if lean else prog.recorder)
         return Run(prog, ex, {name: flat[name] for name in names}, float(temperature))
 
     def explain(self, run: Run, task: str | None = None, target: Any = None, mode: str = "default",
-                multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5) -> Relevance:
+                multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
+                keep_nodes: bool = True, free_values: bool = False) -> Relevance:
         mode = _canonical_mode(mode)
         y = rel_float(run.output)
         if task is None:
@@ -166,7 +177,7 @@ class Engine:
         seed = make_seed(y, task, target, multiplier, scaler, thresholding, mode == "contrast", positions)
         prog = run.program
         with torch.no_grad():
-            prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache)
+            prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache, keep_nodes, free_values)
         return _collect(prog, run, prop, seed, mode, task, target)
 
 
@@ -209,7 +220,6 @@ def _collect(prog: Program, run: Run, prop: Any, seed: Any, mode: str, task: str
         values[name] = r if r is not None else _zeros_like(run.inputs[name], seed)
     values["output"] = seed
     sinks = {n.name: s for n, s in prop.sinks.items()}
-    modules = {n.name: node_location(n)[0] for n in prop.relevance}
     res = Relevance(values, names, sinks, seed, mode, task, target)
-    res.modules = modules
+    res.modules = prog.modules or {}
     return res

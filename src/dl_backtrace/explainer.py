@@ -26,10 +26,14 @@ class Explainer:
 
     def attribute(self, *inputs: Any, target: Any = None, mode: str = "default", task: str | None = None,
                   multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
-                  temperature: float = 1.0, **kw_inputs: Any) -> Relevance:
-        """Explain one batch. ``res.input_relevance`` is shaped like the input (a dict for several inputs)."""
-        run = self.engine.run(inputs, kw_inputs, temperature)
-        return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding)
+                  temperature: float = 1.0, nodes: bool = True, **kw_inputs: Any) -> Relevance:
+        """Explain one batch. ``res.input_relevance`` is shaped like the input (a dict for several inputs).
+
+        ``nodes=False`` returns only the inputs' relevance and frees every activation as soon as the backward
+        walk has used it: the lean setting for large models (peak memory about that of one autograd backward)."""
+        run = self.engine.run(inputs, kw_inputs, temperature, lean=not nodes)
+        return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding,
+                                   keep_nodes=nodes, free_values=not nodes)
 
     __call__ = attribute
 

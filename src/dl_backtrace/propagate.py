@@ -94,25 +94,35 @@ def _context(node: Node, a: Analysis, run: Execution, mode: str, cache: Any) -> 
     if node in a.overrides:
         _, inputs = a.overrides[node]
         slots = [((i, None), m) for i, m in enumerate(inputs)]
-        args, kwargs = tuple(run.values[m] for m in inputs), {}
+        args, kwargs = tuple(run.value(m) for m in inputs), {}
     else:
-        slots = input_slots(node)
-        args, kwargs = run.calls[node]
+        slots = a.slots.get(node)
+        if slots is None:
+            slots = a.slots[node] = input_slots(node)
+        args, kwargs = run.args_of(node)
     nodes = [m for _, m in slots]
-    return RuleContext(node=node, args=args, kwargs=kwargs, out=run.values[node],
-                       inputs=[run.values[m] for m in nodes], input_nodes=nodes,
+    return RuleContext(node=node, args=args, kwargs=kwargs, out=run.value(node),
+                       inputs=[run.value(m) for m in nodes], input_nodes=nodes,
                        live=[a.is_live(m) for m in nodes], slots=[s for s, _ in slots], mode=mode,
-                       gate=a.gate.get(node), attrs=a.attrs.get(node, {}), cache=cache)
+                       gate=a.gate.get(node), attrs=a.attrs.get(node, {}), cache=cache,
+                       nonneg_inputs=[m in a.nonneg for m in nodes])
 
 
-def propagate(a: Analysis, run: Execution, seed: Tensor | Pair, mode: str, cache: Any = None) -> Propagation:
-    """Walk the graph backwards from ``a.output`` seeded with ``seed``."""
+def propagate(a: Analysis, run: Execution, seed: Tensor | Pair, mode: str, cache: Any = None,
+              keep_nodes: bool = True, free_values: bool = False) -> Propagation:
+    """Walk the graph backwards from ``a.output`` seeded with ``seed``.
+
+    ``keep_nodes=False`` keeps only the inputs' relevance (each node's is dropped once passed on);
+    ``free_values=True`` drops each recorded activation once no rule needs it any more (the run cannot be
+    explained again). Both bound the peak memory to about what autograd holds for one backward."""
     prop = Propagation()
     rel = prop.relevance
     rel[a.output] = seed
-    for node in reversed(list(run.values)):
+    for node in reversed(a.order):
         r = rel.get(node)
         if r is None or node.op != "call_function":
+            if free_values and node.op != "placeholder":
+                run.values.pop(node, None)
             continue
         rule, _ = a.rule(node)
         if rule is None:
@@ -128,4 +138,8 @@ def propagate(a: Analysis, run: Execution, seed: Tensor | Pair, mode: str, cache
                 prop.sinks[node] = _add_sink(prop.sinks.get(node), ri)
         if flow.sink is not None:
             prop.sinks[node] = _add_sink(prop.sinks.get(node), flow.sink)
+        if not keep_nodes:
+            del rel[node]
+        if free_values:
+            run.values.pop(node, None)
     return prop

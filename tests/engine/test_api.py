@@ -130,3 +130,31 @@ def test_modern_api() -> None:
     assert res.conservation_error < 1e-5
     one = dl_backtrace.explain(model, x, target=3)
     assert torch.allclose(one.input_relevance, res.input_relevance)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+def test_lean_explanation_equals_full(name: str) -> None:
+    """nodes=False records only what the rules read and frees activations as it goes: same input relevance."""
+    if name == "cnn":
+        torchvision = pytest.importorskip("torchvision")
+        model, inputs, task = torchvision.models.resnet18(weights=None).eval(), (torch.randn(2, 3, 32, 32),), None
+        kw = {}
+    else:
+        from tests.models.zoo import build
+
+        model, inputs, task = build("llama"), (), "generation"
+        ids = torch.randint(3, 99, (2, 7))
+        kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    explainer = dl_backtrace.Explainer(model, inputs if inputs else kw)
+    for mode in ("default", "contrast"):
+        full = explainer.attribute(*inputs, task=task, mode=mode, **kw)
+        lean = explainer.attribute(*inputs, task=task, mode=mode, nodes=False, **kw)
+        assert len(lean) < len(full)
+        a, b = full.input_relevance, lean.input_relevance
+        a = a["input_ids"] if isinstance(a, dict) else a
+        b = b["input_ids"] if isinstance(b, dict) else b
+        for s in ((0, 1) if mode == "contrast" else (None,)):
+            x, y = (a[s], b[s]) if s is not None else (a, b)
+            assert torch.equal(x, y)
+    run = explainer.engine.run(inputs, kw, lean=True)
+    assert run.execution.lean and len(run.execution.values) < len(explainer.engine.program.analysis.order)

@@ -63,8 +63,28 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def conv_input_adjoint(g: Tensor, w: Tensor, cp: ConvParams, in_shape: torch.Size) -> Tensor:
+def flippable(cp: ConvParams, w: Tensor) -> bool:
+    """A stride-1 convolution's adjoint is a plain convolution with the flipped, transposed kernel (mkldnn's
+    forward kernels are faster than conv_transpose, most of all on small maps)."""
+    return (not cp.transposed and all(s == 1 for s in cp.stride)
+            and all(p <= d * (k - 1) for p, d, k in zip(cp.padding, cp.dilation, w.shape[2:])))
+
+
+def flip_weight(w: Tensor, cp: ConvParams) -> Tensor:
+    """(C_out, C_in/g, *k) -> (C_in, C_out/g, *k) flipped in space: the kernel of the adjoint convolution."""
+    g = cp.groups
+    c_out, c_in_g = w.shape[:2]
+    k = w.shape[2:]
+    t = w.reshape(g, c_out // g, c_in_g, *k).transpose(1, 2).reshape(c_in_g * g, c_out // g, *k)
+    return t.flip(list(range(2, 2 + cp.nd))).contiguous()
+
+
+def conv_input_adjoint(g: Tensor, w: Tensor, cp: ConvParams, in_shape: torch.Size,
+                       w_flipped: Tensor | None = None) -> Tensor:
     """The adjoint of x -> conv(x, w) (or conv_transpose) applied to ``g``, shaped like the input."""
+    if w_flipped is not None:
+        pad = [d * (k - 1) - p for p, d, k in zip(cp.padding, cp.dilation, w.shape[2:])]
+        return _CONV[cp.nd](g, w_flipped, None, 1, pad, cp.dilation, cp.groups)
     if cp.transposed:
         out = _CONV[cp.nd](g, w, None, cp.stride, cp.padding, cp.dilation, cp.groups)
         if tuple(out.shape[2:]) == tuple(in_shape[2:]):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._adjoint import ConvParams, conv_input_adjoint, sum_to, vjp_of
+from ._adjoint import ConvParams, conv_input_adjoint, flip_weight, flippable, sum_to, vjp_of
 from .contribution import Terms, _safe_div, contribute, per_stream, rel_float
 from .registry import Flow, RuleContext, aten_op, register
 
@@ -34,12 +34,21 @@ class Product(Terms):
     live_first: bool
     y: Tensor
     bias: Tensor | None
+    x_nonneg: bool = False  # known from the graph (e.g. a ReLU output): |x| = x
+
+    @property
+    def abs_x(self) -> Tensor:
+        if self.x_nonneg:
+            return self.x
+        if not hasattr(self, "_abs_x"):
+            self._abs_x = self.x.abs()
+        return self._abs_x
 
     def _apply(self, x: Tensor, c: Tensor) -> Tensor:
         return self.op(x, c) if self.live_first else self.op(c, x)
 
     def abs_sum(self) -> Tensor:
-        return self._apply(self.x.abs(), self.abs_coef)
+        return self._apply(self.abs_x, self.abs_coef)
 
     def pos_neg(self) -> tuple[Tensor, Tensor]:
         xp, xn = self.x.clamp(min=0), (-self.x).clamp(min=0)
@@ -47,9 +56,9 @@ class Product(Terms):
         return self._apply(xp, cp) + self._apply(xn, cn), self._apply(xp, cn) + self._apply(xn, cp)
 
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Tensor]:
-        r = 0.5 * self.x.abs() * self.adj(s, self.abs_coef)
+        r = self.adj(s, self.abs_coef).mul_(self.abs_x)
         if d is not None:
-            r = r + 0.5 * self.x * self.adj(d, self.coef)
+            r = r.addcmul_(self.x, self.adj(d, self.coef))
         return (r,)
 
     def back_split(self, a: Tensor, b: Tensor) -> tuple[Tensor]:
@@ -82,7 +91,8 @@ def product_rule(ctx: RuleContext, r: Any, pos: tuple[int, int], op: Op2, adjs: 
     ix, ic = (ia, ib) if la else (ib, ia)
     coef = ctx.derived(ic, "float", ctx.args[ic], rel_float)
     abs_coef = ctx.derived(ic, "abs", ctx.args[ic], lambda t: rel_float(t).abs())
-    terms = Product(op, adjs[0] if la else adjs[1], rel_float(ctx.args[ix]), coef, abs_coef, la, y, bias)
+    terms = Product(op, adjs[0] if la else adjs[1], rel_float(ctx.args[ix]), coef, abs_coef, la, y, bias,
+                    ctx.nonneg(ix))
     flow = contribute(r, terms, ctx.gate)
     return Flow(ctx.route({ix: flow.inputs[0]}), flow.sink)
 
@@ -194,7 +204,12 @@ def conv_rule(ctx: RuleContext, r: Any) -> Flow:
         op: Op2 = lambda a, b: ctx.node.target(a, b, None, *rest)  # noqa: E731
         return product_rule(ctx, r, (0, 1), op, _vjp_adjs(op, x, w), bias)
     in_shape = x.shape
-    adjs = (lambda g, c: conv_input_adjoint(g, c, cp, in_shape), _vjp_adjs(cp.apply, x, w)[1])
+    flipped: dict[int, Tensor] = {}
+    if flippable(cp, w) and not ctx.is_live(1):
+        for tag, fn in (("float", rel_float), ("abs", lambda t: rel_float(t).abs())):
+            base = ctx.derived(1, tag, w, fn)
+            flipped[id(base)] = ctx.derived(1, f"flip_{tag}", w, lambda t, fn=fn: flip_weight(fn(t), cp))
+    adjs = (lambda g, c: conv_input_adjoint(g, c, cp, in_shape, flipped.get(id(c))), _vjp_adjs(cp.apply, x, w)[1])
     return product_rule(ctx, r, (0, 1), cp.apply, adjs, bias)
 
 
@@ -219,9 +234,9 @@ class LinearMap(Terms):
         return vjp_of(self.fn, (torch.zeros_like(self.x),), g)[0]
 
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Tensor]:
-        r = 0.5 * self.x.abs() * self.adj(s)
+        r = self.adj(s) * self.x.abs()
         if d is not None:
-            r = r + 0.5 * self.x * self.adj(d)
+            r = r.addcmul_(self.x, self.adj(d))
         return (r,)
 
     def back_split(self, a: Tensor, b: Tensor) -> tuple[Tensor]:

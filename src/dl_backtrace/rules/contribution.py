@@ -4,12 +4,13 @@ A contribution node computes, per output j, y_j = sum_i c_ij + b_j. A family (li
 describes its contributions through :class:`Terms`: the pools A = P + N = sum_i |c_ij| (one product with |W||x|),
 the exact pools P and N when they are needed, and ``back(s, d)``, which returns each input's relevance
 
-    R_in = x+ (.) (W+^T a + W-^T b) + x- (.) (W-^T a + W+^T b) = 1/2 |x| (.) |W|^T s + 1/2 x (.) W^T d,
+    R_in = x+ (.) (W+^T a + W-^T b) + x- (.) (W-^T a + W+^T b) = |x| (.) |W|^T s + x (.) W^T d,
 
-with per-output factors a (for positive contributions), b (for negative ones), s = a + b and d = a - b.
+with per-output factors a (for positive contributions), b (for negative ones), s = (a + b)/2, d = (a - b)/2.
 Default mode: a = R/D where P survives gating, b = R/D where N survives, D = P + N + |b| (gated pools).
-Ungated units have a = b, so d is needed only where gating fired. Contrast mode computes a pair of (a, b)
-factors per stream and needs the exact pools (to tell one-sided units from mixed ones).
+Ungated units have a = b = R/D, so s = R/D and d = 0: one transposed product; W^T d only where gating fired.
+Contrast mode computes a pair of (a, b) factors per stream and needs the exact pools (to tell one-sided units
+from mixed ones); it goes back with ``back_split(a, b)`` to avoid cancelling two large halves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return (num / torch.where(zero, torch.ones_like(den), den)).masked_fill(zero, 0.0)
 
 
+def _floor(t: Tensor) -> float:
+    """A denominator floor: num / floor stays finite, and the relevance of a unit whose pools are all zero
+    (D = 0) multiplies only zero contributions, so it ends in the sink R - g A = R."""
+    return torch.finfo(t.dtype).tiny ** 0.5
+
+
 class Terms(ABC):
     """The contributions of one node. ``y`` is the pre-activation (the node's output, bias included)."""
 
@@ -59,7 +66,8 @@ class Terms(ABC):
 
     @abstractmethod
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Any, ...]:
-        """Relevance of each tensor input for factors s = a + b and d = a - b (d None means zero)."""
+        """Relevance of each tensor input for s = (a + b)/2 and d = (a - b)/2 (d None means zero):
+        |x| (.) |W|^T s + x (.) W^T d."""
 
     @abstractmethod
     def back_split(self, a: Tensor, b: Tensor) -> tuple[Any, ...]:
@@ -68,25 +76,27 @@ class Terms(ABC):
 
 
 def default_factors(r: Tensor, terms: Terms, gate: Activation | None) -> tuple[Tensor, Tensor | None, Tensor]:
-    """(s, d, sink) for default mode. Sink_j = R_j (1 - a+_j - a-_j)."""
-    abs_b = terms.bias.abs() if terms.bias is not None else None
+    """(s, d, sink) for default mode. Sink_j = R_j (1 - a+_j - a-_j) = R_j - g_j (P_j + N_j) (gated pools)."""
     a = terms.abs_sum()
     if gate is None or not gate.gates:
-        den = a if abs_b is None else a + abs_b
-        g = _safe_div(r, den)
-        return 2.0 * g, None, r - g * a
+        den = a.clamp_min(_floor(a)) if terms.bias is None else (a + terms.bias.abs()).clamp_min_(_floor(a))
+        g = r / den
+        return g, None, torch.addcmul(r, g, a, value=-1.0)
     z = terms.signed_sum()
-    p = ((a + z) * 0.5).clamp(min=0)
-    n = ((a - z) * 0.5).clamp(min=0)
+    p = torch.add(a, z).mul_(0.5).clamp_(min=0)
+    n = torch.sub(a, z).mul_(0.5).clamp_(min=0)
     kill_p, kill_n = gate_masks(gate, terms.y, p, n, terms.bias)
-    p = p.masked_fill(kill_p, 0.0)
-    n = n.masked_fill(kill_n, 0.0)
-    kept = p + n
-    den = kept if abs_b is None else kept + abs_b
-    g = _safe_div(r, den)
-    alpha = g.masked_fill(p <= 0, 0.0)
-    beta = g.masked_fill(n <= 0, 0.0)
-    return alpha + beta, alpha - beta, r - g * kept
+    kept = p.masked_fill_(kill_p, 0.0).add_(n.masked_fill_(kill_n, 0.0))
+    den = (kept if terms.bias is None else kept + terms.bias.abs()).clamp_min(_floor(kept))
+    g = r / den
+    sink = torch.addcmul(r, g, kept, value=-1.0)
+    # a = g where P survives, b = g where N survives. A pool that is empty multiplies only zero contributions,
+    # so a and b differ only where gating removed a pool: d = (a - b)/2 = g ([kill N] - [kill P]) / 2.
+    fired = kill_p | kill_n
+    if g.device.type == "cpu" and not bool(fired.any()):
+        return g, None, sink
+    d = g * (kill_n.to(g.dtype) - kill_p.to(g.dtype)) * 0.5
+    return g * (1.0 - fired.to(g.dtype) * 0.5), d, sink
 
 
 def contrast_factors(rp: Tensor, rn: Tensor, terms: Terms) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor],
@@ -95,7 +105,7 @@ def contrast_factors(rp: Tensor, rn: Tensor, terms: Terms) -> tuple[tuple[Tensor
     p, n = terms.pos_neg()
     has_p, has_n = p > 0, n > 0
     only_p, only_n, mixed = has_p & ~has_n, has_n & ~has_p, has_p & has_n
-    t = terms.y
+    t = p - n if terms.bias is None else p - n + terms.bias  # t_j = P_j + b_j - N_j
     straight = mixed & (((t > 0) & (rp > rn)) | ((t < 0) & (rp < rn)))
     crossed = mixed & (((t > 0) & (rp <= rn)) | ((t < 0) & (rp >= rn)))
     inv_p, inv_n = _safe_div(torch.ones_like(p), p), _safe_div(torch.ones_like(n), n)

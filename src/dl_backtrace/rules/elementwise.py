@@ -27,28 +27,36 @@ class Sum(Terms):
     parts: list[tuple[Tensor, float]]
     y: Tensor
     bias: Tensor | None
+    nonneg: list[bool] | None = None  # per part: known >= 0 (and coefficient > 0): |t| = t
 
     def _terms(self) -> list[Tensor]:
         return [p * c if c != 1 else p for p, c in self.parts]
 
+    def _abs_terms(self) -> list[Tensor]:
+        if not hasattr(self, "_abs"):
+            flags = self.nonneg or [False] * len(self.parts)
+            self._abs = [t if ok and c > 0 else t.abs() for t, ok, (_, c) in zip(self._terms(), flags, self.parts)]
+        return self._abs
+
     def abs_sum(self) -> Tensor:
-        out = torch.zeros_like(self.y)
-        for t in self._terms():
-            out = out + t.abs()
-        return out
+        terms = self._abs_terms()
+        out = terms[0] + terms[1] if len(terms) == 2 else terms[0].expand_as(self.y).clone()
+        return out if out.shape == self.y.shape else out.expand_as(self.y).contiguous()
 
     def pos_neg(self) -> tuple[Tensor, Tensor]:
-        p, n = torch.zeros_like(self.y), torch.zeros_like(self.y)
+        p = n = None
         for t in self._terms():
-            p, n = p + t.clamp(min=0), n + (-t).clamp(min=0)
-        return p, n
+            tp, tn = t.clamp(min=0), (-t).clamp(min=0)
+            p, n = (tp, tn) if p is None else (p + tp, n + tn)
+        shape = self.y.shape
+        return p.expand(shape).contiguous(), n.expand(shape).contiguous()
 
     def back(self, s: Tensor, d: Tensor | None) -> tuple[Tensor, ...]:
         out = []
-        for (x, _c), t in zip(self.parts, self._terms()):
-            r = 0.5 * t.abs() * s
+        for (x, _c), t, at in zip(self.parts, self._terms(), self._abs_terms()):
+            r = at * s
             if d is not None:
-                r = r + 0.5 * t * d
+                r = r.addcmul_(t, d)
             out.append(sum_to(r, x.shape))
         return tuple(out)
 
@@ -97,7 +105,7 @@ def add_rule(ctx: RuleContext, r: Any) -> Flow:
             positions.append(pos)
         else:
             bias = _as_bias(v, y, c)
-    flow = contribute(r, Sum(parts, y, bias), ctx.gate)
+    flow = contribute(r, Sum(parts, y, bias, [ctx.nonneg(p) for p in positions]), ctx.gate)
     return Flow(ctx.route(dict(zip(positions, flow.inputs))), flow.sink)
 
 

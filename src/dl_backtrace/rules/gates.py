@@ -80,17 +80,23 @@ def gate_masks(act: Activation, t: Tensor, p: Tensor, n: Tensor, b: Tensor | Non
     """Which units lose their positive pool (first mask) or negative pool (second mask).
 
     ``t`` is the pre-activation T = P - N + b, ``p``/``n`` the pools, ``b`` the bias (or None)."""
-    kill_p = t < act.lower if act.lower is not None else torch.zeros_like(t, dtype=torch.bool)
-    kill_n = t > act.upper if act.upper is not None else torch.zeros_like(t, dtype=torch.bool)
+    kill_p = t < act.lower if act.lower is not None else None
+    kill_n = t > act.upper if act.upper is not None else None
     if act.monotone:
-        return kill_p, kill_n
-    bpos = b.clamp(min=0) if b is not None else 0.0
-    bneg = (-b).clamp(min=0) if b is not None else 0.0
-    both = (p > 0) & (n > 0) & ~kill_p & ~kill_n
+        return _or_false(kill_p, t), _or_false(kill_n, t)
     f = act.f
     ft = f(t)
-    eq_p = ft == f(p + bpos)
-    eq_n = ft == f(-(n + bneg))
-    kill_n = kill_n | (both & eq_p)
-    kill_p = kill_p | (both & ~eq_p & eq_n)
-    return kill_p, kill_n
+    eq_p = ft == f(p if b is None else p + b.clamp(min=0))
+    eq_n = ft == f(n.neg() if b is None else (n + (-b).clamp(min=0)).neg_())
+    both = (p > 0).logical_and_(n > 0)
+    for k in (kill_p, kill_n):
+        if k is not None:
+            both.logical_and_(k.logical_not())
+    new_n = both.logical_and(eq_p)
+    new_p = both.logical_and_(eq_p.logical_not_()).logical_and_(eq_n)
+    return (new_p if kill_p is None else kill_p.logical_or_(new_p)), (new_n if kill_n is None
+                                                                    else kill_n.logical_or_(new_n))
+
+
+def _or_false(mask: Tensor | None, like: Tensor) -> Tensor:
+    return mask if mask is not None else torch.zeros_like(like, dtype=torch.bool)

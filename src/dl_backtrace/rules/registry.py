@@ -56,6 +56,7 @@ class RuleContext:
     gate: Any = None  # Activation gating this node (contribution rules only)
     attrs: dict[str, Any] = field(default_factory=dict)  # analysis annotations (e.g. "passthrough")
     cache: Any = None  # per-trace cache of derived parameters (|W|, float copies)
+    nonneg_inputs: list[bool] | None = None  # per tensor input: known >= 0 from the graph (a ReLU output, ...)
 
     def arg(self, i: int, default: Any = None) -> Any:
         return self.args[i] if len(self.args) > i else default
@@ -81,6 +82,15 @@ class RuleContext:
             elif a.has_default_value():
                 out[a.name] = a.default_value
         return out
+
+    def nonneg(self, pos: int | str, sub: int | None = None) -> bool:
+        """Is the input at ``pos`` known to be non-negative (so |x| = x needs no computation)?"""
+        if self.nonneg_inputs is None:
+            return False
+        for slot, flag in zip(self.slots, self.nonneg_inputs):
+            if slot == (pos, sub):
+                return flag
+        return False
 
     def node_of(self, pos: int | str, sub: int | None = None) -> torch.fx.Node | None:
         for slot, n in zip(self.slots, self.input_nodes):
@@ -117,13 +127,25 @@ class Rule:
     family: str
     paired: bool = False
     routes: Callable[[torch.fx.Node], Sequence[int]] | None = None
+    reads: Callable[[torch.fx.Node], str] | None = None  # "none" | "inputs" | "all"; None: by family
+
+    def reads_of(self, node: torch.fx.Node) -> str:
+        """Which recorded values the rule reads besides shapes: nothing, its inputs, or inputs and output."""
+        if self.reads is not None:
+            return self.reads(node)
+        return _READS.get(self.family, "all")
+
+
+_READS = {"activation": "none", "norm": "none", "embedding": "none", "product": "none", "attention": "inputs",
+          "shape": "inputs", "contribution": "all", "select": "all"}
 
 
 RULES: dict[Any, Rule] = {}
 
 
 def register(
-    *ops: Any, family: str, paired: bool = False, routes: Callable[[torch.fx.Node], Sequence[int]] | None = None
+    *ops: Any, family: str, paired: bool = False, routes: Callable[[torch.fx.Node], Sequence[int]] | None = None,
+    reads: Callable[[torch.fx.Node], str] | None = None,
 ) -> Callable[[RuleFn], RuleFn]:
     """Register ``fn`` as the rule of every op in ``ops``. Registering an op twice raises."""
 
@@ -133,7 +155,7 @@ def register(
                 continue
             if op in RULES:
                 raise ValueError(f"a rule for {op} is already registered ({RULES[op].fn.__qualname__})")
-            RULES[op] = Rule(fn=fn, family=family, paired=paired, routes=routes)
+            RULES[op] = Rule(fn=fn, family=family, paired=paired, routes=routes, reads=reads)
         return fn
 
     return deco

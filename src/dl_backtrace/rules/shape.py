@@ -138,7 +138,8 @@ def _transpose(ctx: RuleContext, r: Tensor) -> Any:
 
 def _same(ctx: RuleContext, r: Tensor) -> Any:
     x = ctx.args[0]
-    return {0: r if r.device == x.device else r.to(x.device)}
+    moved = r.device != x.device and x.device.type != "meta"  # meta: a lean run kept only x's shape
+    return {0: r.to(x.device) if moved else r}
 
 
 def _expand(ctx: RuleContext, r: Tensor) -> Any:
@@ -151,18 +152,21 @@ def _cat(ctx: RuleContext, r: Tensor) -> Any:
     return {0: list(r.split(sizes, dim=dim))}
 
 
+def _zeros_for(r: list[Any], outs: Any) -> list[Tensor]:
+    like = next(t for t in r if t is not None)
+    return [ri if ri is not None else torch.zeros(o.shape, dtype=like.dtype, device=like.device)
+            for ri, o in zip(r, outs)]
+
+
 def _split(ctx: RuleContext, r: Any) -> Any:
     dim = ctx.bound().get("dim", 0)
-    parts = [ri if ri is not None else torch.zeros(o.shape, dtype=_dtype_of(r), device=o.device)
-             for ri, o in zip(r, ctx.out)]
+    parts = _zeros_for(r, ctx.out)
     return {0: torch.cat(parts, dim=dim)}
 
 
 def _unbind(ctx: RuleContext, r: Any) -> Any:
     dim = ctx.bound().get("dim", 0)
-    parts = [ri if ri is not None else torch.zeros(o.shape, dtype=_dtype_of(r), device=o.device)
-             for ri, o in zip(r, ctx.out)]
-    return {0: torch.stack(parts, dim=dim)}
+    return {0: torch.stack(_zeros_for(r, ctx.out), dim=dim)}
 
 
 def _getitem(ctx: RuleContext, r: Any) -> Any:
@@ -185,7 +189,13 @@ _FAST: dict[Any, Callable[[RuleContext, Any], Any]] = {
 }
 
 
-@register(*DATA_MOVEMENT, operator.getitem, family="shape")
+def _reads(node: Any) -> str:
+    """Fast adjoints read only shapes (when every float input is live; a constant input needs the generic
+    rule, which reads values). cat is the one fast op that commonly mixes in constants."""
+    return "none" if node.target in _FAST and node.target is not aten.cat.default else "inputs"
+
+
+@register(*DATA_MOVEMENT, operator.getitem, family="shape", reads=_reads)
 def move_rule(ctx: RuleContext, r: Any) -> Any:
     fast = _FAST.get(ctx.node.target)
     if fast is None or not all(flag for t, flag in zip(ctx.inputs, ctx.live) if _is_float(t)):
