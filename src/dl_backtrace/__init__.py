@@ -9,11 +9,12 @@ import logging
 from .backtrace import DLBacktrace
 from .errors import UnsupportedOp, UnsupportedOpError
 from .explainer import Explainer, coverage, explain
+from .pipelines.sampler import DLBAutoSampler
 from .results import Relevance
 from .rules.registry import Pair
 
 __version__ = "0.1.0"
-__all__ = ["DLBacktrace", "Explainer", "explain", "coverage", "Relevance", "Pair", "UnsupportedOp",
+__all__ = ["DLBacktrace", "DLBAutoSampler", "Explainer", "explain", "coverage", "Relevance", "Pair", "UnsupportedOp",
            "UnsupportedOpError", "__version__"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

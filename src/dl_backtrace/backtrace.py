@@ -97,6 +97,41 @@ class DLBacktrace:
         res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding)
         return res.to(device) if device is not None else res
 
+    def run_task(self, task: str = "auto", inputs: Any = None, tokenizer: Any = None, mode: str = "default",
+                 multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
+                 temperature: float = 1.0, return_scores: bool = False, return_relevance: bool = False,
+                 return_layerwise_output: bool = False, debug: bool = False, **generation_kwargs: Any) -> dict:
+        """Predict and explain in one call. ``task``: "auto", "text-classification", "image-classification",
+        "token-classification", "regression", "segmentation" or "generation". ``inputs``: a dict of model inputs
+        (or a tensor, or text with ``tokenizer``). Returns a dict with ``predictions``, ``relevance`` (input
+        relevance by input name, e.g. ``relevance["input_ids"]``), ``relevance_computed``, ``task``,
+        ``node_io``; for generation also ``generated_ids``, ``relevance_trace`` (one entry per explained token:
+        step, token_id, token, relevance over the sequence so far, tokens) and ``scores_trace``.
+
+        ``temperature`` divides the logits: for classification the seed is taken from the scaled output (it
+        changes nothing in default mode, and contrast seeds only through single-unit outputs and thresholds);
+        for generation it is the sampling temperature. Generation options are those of HuggingFace
+        ``generate`` (see :class:`~dl_backtrace.pipelines.processors.GenerationSettings`), plus
+        ``dlb_tokens_count`` / ``explain_tokens`` (int N, list of steps, "all", "none") and ``progress``."""
+        from .pipelines.tasks import run_task
+
+        return run_task(self, task, inputs, tokenizer, mode, multiplier, scaler, thresholding, temperature,
+                        return_scores, return_relevance, return_layerwise_output, debug, **generation_kwargs)
+
+    def sample_auto(self, tokenizer: Any, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> dict:
+        """Generate with per-token relevance (greedy, temperature, top-k, top-p, beam): see :meth:`run_task`."""
+        from .pipelines.sampler import DLBAutoSampler
+
+        return DLBAutoSampler(self, tokenizer).generate(input_ids, attention_mask, **kwargs)
+
+    def token_explainer(self, input_ids: Any, attention_mask: Any) -> Any:
+        """The causal-LM explainer used by generation, traced once for every sequence length."""
+        if getattr(self, "_token_explainer", None) is None:
+            from .pipelines.generation import TokenExplainer
+
+            self._token_explainer = TokenExplainer(self.model, input_ids, attention_mask, self.device)
+        return self._token_explainer
+
     @property
     def traced(self) -> Any:
         return self.engine.program.traced

@@ -70,6 +70,9 @@ def _signature(model: torch.nn.Module) -> inspect.Signature | None:
         return None
 
 
+_CACHE_ARGS = {"past_key_values", "cache", "past", "layer_past"}
+
+
 def bind_inputs(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Map positional and keyword inputs to forward's argument names, in signature order."""
     if sig is None:
@@ -79,6 +82,10 @@ def bind_inputs(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: Ma
     except TypeError as e:
         raise TraceError(f"inputs do not match forward{sig}: {e}") from e
     out: dict[str, Any] = {}
+    for i, name in enumerate(list(bound.arguments)[: len(args)]):
+        if name in _CACHE_ARGS and isinstance(bound.arguments[name], torch.Tensor):
+            raise TraceError(f"positional input {i} lands on forward's '{name}' argument; pass the inputs by name, "
+                             "e.g. input_for_graph={'input_ids': ids, 'attention_mask': mask}")
     for name, value in bound.arguments.items():
         param = sig.parameters[name]
         if param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -110,6 +117,8 @@ def _export(model: torch.nn.Module, bound: dict[str, Any], dynamic_shapes: Any) 
     dyn = dynamic_shapes
     if isinstance(dyn, (list, tuple)):
         dyn = dict(zip(bound.keys(), dyn))
+    if isinstance(dyn, dict):  # export wants an entry for every argument we pass
+        dyn = {k: dyn.get(k) for k in bound}
     try:
         ep = torch.export.export(model, (), kwargs=bound, dynamic_shapes=dyn, strict=False)
         return ep.run_decompositions(decomposition_table())

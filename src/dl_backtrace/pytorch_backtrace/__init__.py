@@ -2,5 +2,6 @@
 
 from ..backtrace import DLBacktrace
 from ..errors import UnsupportedOpError
+from ..pipelines.sampler import DLBAutoSampler
 
-__all__ = ["DLBacktrace", "UnsupportedOpError"]
+__all__ = ["DLBacktrace", "DLBAutoSampler", "UnsupportedOpError"]
