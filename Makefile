@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch + torchvision from the local wheels of this machine kind (torch >= 2.6 works; see README)
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,vision,hf,viz
+EXTRAS ?= dev,vision,hf,viz,server
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -10,11 +10,13 @@ from .backtrace import DLBacktrace
 from .errors import UnsupportedOp, UnsupportedOpError
 from .explainer import Explainer, coverage, explain
 from .pipelines.sampler import DLBAutoSampler
+from .relevance_io import load_relevance, save_relevance
 from .results import Relevance
 from .rules.registry import Pair
 
 __version__ = "0.1.0"
-__all__ = ["DLBacktrace", "DLBAutoSampler", "Explainer", "explain", "coverage", "Relevance", "Pair", "UnsupportedOp",
+__all__ = ["DLBacktrace", "DLBAutoSampler", "Explainer", "explain", "coverage", "Relevance", "Pair",
+           "save_relevance", "load_relevance", "UnsupportedOp",
            "UnsupportedOpError", "__version__"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -95,7 +95,37 @@ class DLBacktrace:
         if self._run is None:
             raise DLBacktraceError("call predict(inputs) before evaluation()")
         res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding)
-        return res.to(device) if device is not None else res
+        self._last = res.to(device) if device is not None else res
+        return self._last
+
+    def visualize(self, save_path: str = "graph.png") -> str:
+        """Draw the traced graph (data movement folded; shares of relevance after an evaluation) to
+        ``save_path`` (.png, .svg or .dot). Returns the path written."""
+        from .viz.graph import graph_view, write_graph
+
+        prog = self.engine.program
+        return str(write_graph(graph_view(prog.traced.graph, prog.analysis, getattr(self, "_last", None)), save_path))
+
+    def visualize_dlbacktrace(self, output_path: str = "backtrace_graph", top_k: int | None = 15,
+                              relevance_threshold: float | None = None) -> str:
+        """Draw only the ``top_k`` most relevant nodes of the last evaluation (share of the output's relevance
+        at least ``relevance_threshold``), with the paths between them. Returns the path written."""
+        from .viz.graph import top_k_view, write_graph
+
+        last = getattr(self, "_last", None)
+        if last is None:
+            raise DLBacktraceError("call predict() and evaluation() before visualize_dlbacktrace()")
+        prog = self.engine.program
+        view = top_k_view(prog.traced.graph, prog.analysis, last, top_k, relevance_threshold)
+        return str(write_graph(view, output_path))
+
+    @staticmethod
+    def visualize_tokenwise_relevance_map(relevance_trace: list, output_path: str = "token_map.html",
+                                          example: int = 0) -> str:
+        """Tokens x steps map of a generation's ``relevance_trace`` (HTML; PNG by suffix)."""
+        from .viz.tokens import visualize_tokenwise_relevance_map
+
+        return str(visualize_tokenwise_relevance_map(relevance_trace, output_path, example))
 
     def run_task(self, task: str = "auto", inputs: Any = None, tokenizer: Any = None, mode: str = "default",
                  multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,

@@ -82,6 +82,35 @@ class Relevance(dict):
         out = Relevance({k: _to(v, device) for k, v in self.items()}, self.input_names,
                         {k: _to(v, device) for k, v in self.bias_sinks.items()}, _to(self.seed, device),
                         self.mode, self.task, self.target, self.tokens)
+        out.modules = getattr(self, "modules", {})
+        return out
+
+    def _repr_html_(self) -> str:
+        from .viz.summary import summary_html
+
+        return summary_html(self)
+
+    def show(self) -> None:
+        """Print a summary (inputs, conservation, most relevant nodes, token colours) to the terminal."""
+        import sys
+
+        from .viz.summary import summary_text
+
+        sys.stdout.write(summary_text(self) + "\n")
+
+    def save(self, path: str, precision: str = "fp32") -> dict[str, float]:
+        """Write a safetensors relevance file (see :func:`dl_backtrace.save_relevance`)."""
+        from .relevance_io import save_relevance
+
+        return save_relevance(self, path, precision)
+
+    @property
+    def node_relevance(self) -> dict[str, Any]:
+        """Relevance by node name and by module path (a module maps to its last node, i.e. its output)."""
+        out = dict(self)
+        for node, module in getattr(self, "modules", {}).items():
+            if module and node in self:
+                out[module] = self[node]
         return out
 
     def __repr__(self) -> str:

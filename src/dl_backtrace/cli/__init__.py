@@ -1,4 +1,5 @@
-"""Command line: ``dlbacktrace demo`` (more subcommands in cli/commands). Thin: parse, call, print."""
+"""Command line: ``dlbacktrace demo | explain | coverage | generate | serve``. Thin: parse, call, print.
+User errors (bad arguments, missing files, unsupported models) are one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..errors import DLBacktraceError
+from .commands import add_commands
 from .demo import add_demo
 
 __all__ = ["main", "build_parser"]
@@ -23,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     add_demo(sub)
+    add_commands(sub)
     return parser
 
 
@@ -33,4 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (DLBacktraceError, ValueError, TypeError, FileNotFoundError, ImportError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.stderr.write(f"dlbacktrace: error: {message}\n")
+        return 2

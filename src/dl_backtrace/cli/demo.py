@@ -1,4 +1,4 @@
-"""``dlbacktrace demo``: explain the bundled trained digits CNN end to end and print what it found."""
+"""``dlbacktrace demo``: explain the bundled trained digits CNN end to end and write an HTML report."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import torch
 
 from ..demo_model import load_demo
 from ..pytorch_backtrace import DLBacktrace
+from ..reporting import write_report
 
 _SHADES = " .:-=+*#%@"
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="explain a small trained model bundled with the package")
-    p.add_argument("--digit", type=int, default=3, choices=range(10), help="which sample digit to explain")
+    p = sub.add_parser("demo", help="explain a small trained model bundled with the package (writes a report)")
+    p.add_argument("--digit", type=int, default=3, choices=range(10), help="which sample digit to show here")
     p.add_argument("--top", type=int, default=8, help="how many of the most relevant pixels to list")
+    p.add_argument("--mode", default="default", choices=["default", "contrast"])
+    p.add_argument("--out", default="dlbacktrace-demo", help="folder for report.html (default: dlbacktrace-demo)")
     p.set_defaults(func=run_demo)
 
 
@@ -33,23 +36,29 @@ def _heatmap(r: torch.Tensor) -> list[str]:
 
 def run_demo(args: argparse.Namespace) -> int:
     model, images, labels = load_demo()
-    x = images[args.digit: args.digit + 1]
-    dlb = DLBacktrace(model, (x,))
-    node_io = dlb.predict(x)
-    logits = node_io[list(node_io)[-1]][1][0]
-    rel = dlb.evaluation(mode="default", multiplier=100.0, task="multi-class classification")
-    r = rel["x"][0, 0]
-    print(f"digits CNN (trained on scikit-learn digits), sample of a {int(labels[args.digit])}: "
-          f"predicted {int(logits.argmax())} (p = {float(logits.softmax(-1).max()):.3f})")
-    print(f"relevance: {float(rel['output'].sum()):.1f} seeded at the output; "
-          f"{float(r.sum()):.2f} reached the pixels, {sum(float(s.sum()) for s in rel.bias_sinks.values()):.2f} "
-          f"went to bias sinks; conservation error {rel.conservation_error:.1e}")
+    dlb = DLBacktrace(model, (images,))
+    node_io = dlb.predict(images)
+    rel = dlb.evaluation(mode=args.mode, multiplier=100.0, task="multi-class classification")
+    logits = node_io[list(node_io)[-1]][1]
+    d = args.digit
+    x_rel = rel["x"].net if args.mode == "contrast" else rel["x"]
+    r = x_rel[d, 0]
+    correct = int((logits.argmax(1) == labels).sum())
+    print(f"digits CNN (trained on scikit-learn digits): {correct}/10 sample digits classified correctly")
+    print(f"sample of a {int(labels[d])}: predicted {int(logits[d].argmax())} (p = "
+          f"{float(logits[d].softmax(-1).max()):.3f})")
+    sinks = sum(float((s.positive if args.mode == "contrast" else s)[d].sum()) for s in rel.bias_sinks.values())
+    seed = rel["output"].positive if args.mode == "contrast" else rel["output"]
+    print(f"relevance: {float(seed[d].sum()):.1f} seeded at the output; {float(r.sum()):.2f} reached the pixels, "
+          f"{sinks:.2f} went to bias sinks; conservation error {rel.conservation_error:.1e}")
     print("\n  input (8x8)        relevance (~ = negative)")
-    for a, b in zip(_heatmap(x[0, 0]), _heatmap(r)):
+    for a, b in zip(_heatmap(images[d, 0]), _heatmap(r)):
         print(f"  {a}   {b}")
     flat = r.flatten()
-    top = flat.abs().argsort(descending=True)[: args.top]
     print(f"\ntop {args.top} pixels (row, col): relevance")
-    for i in top.tolist():
+    for i in flat.abs().argsort(descending=True)[: args.top].tolist():
         print(f"  ({i // 8}, {i % 8}): {float(flat[i]):+.3f}")
+    path = write_report(dlb, rel, {"x": images}, args.out, "dl_backtrace demo: a digits CNN explained",
+                        labels=[str(k) for k in range(10)])
+    print(f"\nreport written to {path.resolve()}")
     return 0

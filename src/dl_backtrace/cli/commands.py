@@ -1,0 +1,125 @@
+"""``dlbacktrace explain | coverage | generate | serve``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..explainer import coverage
+from ..loading import UsageError, load_input, load_model
+from ..pytorch_backtrace import DLBacktrace
+from ..reporting import write_report
+from ..seeds import TASKS
+
+_MODEL_HELP = "demo, torchvision:NAME, hf-config:PATH (folder with config.json) or MODULE:FACTORY"
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
+    p.add_argument("--size", type=int, default=224, help="image size for torchvision models")
+    p.add_argument("--weights", help="state dict for the model (.safetensors or .pt, loaded without pickle)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="explain one input and write a report + relevance file")
+    _model_args(p)
+    p.add_argument("--input", help="image, .pt, .npy, .json or .txt file")
+    p.add_argument("--text", help="text input (models with a tokenizer)")
+    p.add_argument("--task", default=None, choices=sorted(TASKS), help="default: from the output shape")
+    p.add_argument("--mode", default="default", choices=["default", "contrast"])
+    p.add_argument("--target", type=int, help="class / unit / token to explain (default: argmax)")
+    p.add_argument("--out", default="dlbacktrace-report", help="output folder")
+    p.set_defaults(func=run_explain)
+    p = sub.add_parser("coverage", help="list ops on the relevance path without a rule (runs nothing)")
+    _model_args(p)
+    p.add_argument("--input", help="example input (default: the model's own example)")
+    p.set_defaults(func=run_coverage)
+    p = sub.add_parser("generate", help="generate text with per-token relevance (causal LMs)")
+    _model_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="write a tokens x steps map (.html or .png)")
+    p.set_defaults(func=run_generate)
+    p = sub.add_parser("serve", help="serve explanations over HTTP with a web viewer")
+    _model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=run_serve)
+
+
+def _as_dict(x: object, names: list[str]) -> dict[str, torch.Tensor]:
+    if isinstance(x, dict):
+        return {k: v for k, v in x.items() if isinstance(v, torch.Tensor)}
+    return {names[0]: x}
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model, args.size, args.weights)
+    x = load_input(args.input, loaded, args.text)
+    example = x if isinstance(x, dict) else (x,)
+    dlb = DLBacktrace(loaded.model, example)
+    inputs = _as_dict(x, dlb.traced.input_names)
+    dlb.predict(**inputs)
+    rel = dlb.evaluation(mode=args.mode, task=args.task, target=args.target)
+    tokens = None
+    if loaded.tokenizer is not None and "input_ids" in inputs:
+        tokens = [loaded.tokenizer.convert_ids_to_tokens(r.tolist()) for r in inputs["input_ids"]]
+    path = write_report(dlb, rel, inputs, args.out, f"dl_backtrace: {loaded.name}", loaded.labels, tokens)
+    print(f"conservation error {rel.conservation_error:.2e}; report written to {path.resolve()}")
+    print(f"relevance file: {(Path(args.out) / 'relevance.safetensors').resolve()}")
+    return 0
+
+
+def run_coverage(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model, args.size, args.weights)
+    example = load_input(args.input, loaded) if args.input else loaded.example
+    if example is None:
+        raise UsageError("this model has no example input: give --input")
+    ops = coverage(loaded.model, example if isinstance(example, (tuple, dict)) else (example,))
+    if not ops:
+        print(f"{loaded.name}: every op on the relevance path has a rule")
+        return 0
+    print(f"{loaded.name}: {len(ops)} op(s) without a rule:")
+    for op in ops:
+        print(f"  {op}")
+    return 1
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model, args.size, args.weights)
+    if loaded.tokenizer is None:
+        raise UsageError("generate needs a causal LM with a tokenizer: --model hf-config:PATH")
+    enc = loaded.tokenizer([args.prompt], return_tensors="pt")
+    dlb = DLBacktrace(loaded.model, dict(enc))
+    res = dlb.run_task(task="generation", inputs=dict(enc), tokenizer=loaded.tokenizer,
+                       max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    from ..viz.tokens import tokens_ansi
+
+    print(res["generated_text"][0])
+    for entry in res["relevance_trace"]:
+        colours = tokens_ansi(entry["tokens"][0], entry["relevance"][0])
+        print(f"step {entry['step']} -> {entry['token'][0]!r}: {colours}")
+    if args.out:
+        print(f"token map written to {dlb.visualize_tokenwise_relevance_map(res['relevance_trace'], args.out)}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise UsageError("the server needs: pip install 'dl_backtrace[server]'") from e
+    from ..server import create_app
+
+    loaded = load_model(args.model, args.size, args.weights)
+    print(f"serving {loaded.name} on http://{args.host}:{args.port}/")
+    uvicorn.run(create_app(loaded), host=args.host, port=args.port, log_level="warning")
+    return 0

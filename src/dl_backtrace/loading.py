@@ -1,0 +1,162 @@
+"""Loading models and inputs named on the command line (and by the server)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .demo_model import load_demo
+
+__all__ = ["Loaded", "load_model", "load_input", "IMAGE_SUFFIXES", "UsageError"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class UsageError(ValueError):
+    """A bad argument: reported in one line, exit code 2."""
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    name: str
+    example: Any  # example input(s) for tracing
+    tokenizer: Any = None
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W) expected by an image model
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    task: str | None = None
+    labels: list[str] | None = None
+
+
+def _demo() -> Loaded:
+    model, images, _ = load_demo()
+    return Loaded(model, "digits-cnn (bundled demo, trained on scikit-learn digits)", (images[:1],),
+                  image_shape=(1, 8, 8), task="image-classification", labels=[str(d) for d in range(10)])
+
+
+def _torchvision(name: str, size: int, weights: str | None) -> Loaded:
+    try:
+        import torchvision
+    except ImportError as e:
+        raise UsageError("torchvision models need torchvision: pip install 'dl_backtrace[vision]'") from e
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError as e:
+        raise UsageError(f"unknown torchvision model {name!r}") from e
+    if weights:
+        model.load_state_dict(_state_dict(weights))
+    return Loaded(model.eval(), f"torchvision {name}", (torch.zeros(1, 3, size, size),), image_shape=(3, size, size),
+                  normalize=_IMAGENET, task="image-classification")
+
+
+def _state_dict(path: str) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    return torch.load(p, weights_only=True, map_location="cpu")
+
+
+def _hf(path: str) -> Loaded:
+    try:
+        import transformers
+    except ImportError as e:
+        raise UsageError("hf-config models need transformers: pip install 'dl_backtrace[hf]'") from e
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    if not (folder / "config.json").exists():
+        raise UsageError(f"no config.json in {folder}")
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
+    cls = getattr(transformers, arch, transformers.AutoModel)
+    weighted = any((folder / f).exists() for f in ("model.safetensors", "pytorch_model.bin"))
+    model = cls.from_pretrained(str(folder)) if weighted else cls.from_config(config)
+    tokenizer = None
+    if any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    return Loaded(model.eval(), f"{arch} ({'weights' if weighted else 'random weights'}, {folder})",
+                  {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, tokenizer)
+
+
+def _factory(spec: str) -> Loaded:
+    module_name, _, attr = spec.rpartition(":")
+    if module_name.endswith(".py"):
+        loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+        if loader is None or loader.loader is None:
+            raise UsageError(f"cannot import {module_name}")
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    made = getattr(module, attr)()
+    model, example = made if isinstance(made, tuple) else (made, None)
+    return Loaded(model.eval(), spec, example)
+
+
+def load_model(spec: str, size: int = 224, weights: str | None = None) -> Loaded:
+    """``demo``, ``torchvision:NAME``, ``hf-config:PATH`` or ``MODULE:FACTORY`` (a factory returning the model,
+    or (model, example_input))."""
+    if spec == "demo":
+        return _demo()
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        raise UsageError(f"--model must be demo, torchvision:NAME, hf-config:PATH or MODULE:FACTORY, got {spec!r}")
+    if kind == "torchvision":
+        return _torchvision(rest, size, weights)
+    if kind == "hf-config":
+        return _hf(rest)
+    try:
+        return _factory(spec)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"cannot load {spec!r}: {e}") from e
+
+
+def image_tensor(img: Any, loaded: Loaded) -> torch.Tensor:
+    """A PIL image as the model's input batch (1, C, H, W): resized, converted, normalised."""
+    c, h, w = loaded.image_shape or (3, 224, 224)
+    img = img.convert("L" if c == 1 else "RGB").resize((w, h))
+    from .viz.heatmap import tensor_image
+
+    x = tensor_image(img)
+    if loaded.normalize:
+        mean, std = (torch.tensor(v).reshape(-1, 1, 1) for v in loaded.normalize)
+        x = (x - mean) / std
+    return x[None]
+
+
+def load_input(path: str | None, loaded: Loaded, text: str | None = None) -> Any:
+    """An image, a .pt tensor (or dict of tensors), a .npy array or text (with the model's tokenizer)."""
+    if text is None and path is not None and Path(path).suffix == ".txt":
+        text = Path(path).read_text().strip()
+    if text is not None:
+        if loaded.tokenizer is None:
+            raise UsageError("text input needs a model with a tokenizer (hf-config:PATH with tokenizer files)")
+        return dict(loaded.tokenizer([text], return_tensors="pt"))
+    if path is None:
+        raise UsageError("give --input FILE (image, .pt, .npy, .txt) or --text")
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no such input file: {path}")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(p) as img:
+            return image_tensor(img, loaded)
+    if p.suffix == ".pt":
+        return torch.load(p, weights_only=True, map_location="cpu")
+    if p.suffix == ".npy":
+        import numpy as np
+
+        return torch.from_numpy(np.load(p, allow_pickle=False))
+    if p.suffix == ".json":
+        return torch.tensor(json.loads(p.read_text()))
+    raise UsageError(f"unsupported input type {p.suffix!r}: use an image, .pt, .npy, .json or .txt")

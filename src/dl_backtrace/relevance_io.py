@@ -1,0 +1,155 @@
+"""Relevance files: safetensors (no pickle: loading never executes code) with JSON metadata.
+
+``save_relevance(result, path, precision)`` stores every tensor of a :class:`~dl_backtrace.results.Relevance`
+(contrast pairs as two tensors, bias sinks, the seed) in float32 (lossless), float16, bfloat16, float8 (e4m3
+with a per-tensor scale) or int4 (symmetric, per-tensor scale, two values per byte). Lossy precisions report the
+largest error they introduced. ``load_relevance(path)`` gives the Relevance back (dequantised to float32).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .results import Relevance
+from .rules.registry import Pair
+
+__all__ = ["save_relevance", "load_relevance", "PRECISIONS", "FORMAT"]
+
+FORMAT = "dl_backtrace.relevance/1"
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "int4")
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.torch as st
+    except ImportError as e:
+        raise ImportError("relevance files need safetensors: pip install 'dl_backtrace[viz]'") from e
+    return st
+
+
+def _flatten(res: Relevance) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for prefix, mapping in (("node", dict(res)), ("sink", res.bias_sinks), ("seed", {"": res.seed})):
+        for name, v in mapping.items():
+            key = f"{prefix}/{name}" if name else prefix
+            if isinstance(v, Pair):
+                out[key + "#positive"], out[key + "#negative"] = v.positive, v.negative
+            elif isinstance(v, Tensor):
+                out[key] = v
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in out.items()}  # identity rules share tensors
+
+
+def _encode(t: Tensor, precision: str) -> tuple[dict[str, Tensor], Tensor]:
+    """Stored tensors for one relevance tensor, and its decoded value (to measure the error)."""
+    if precision == "fp32":
+        return {"": t}, t
+    if precision in ("fp16", "bf16"):
+        q = t.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        return {"": q}, q.float()
+    scale = t.abs().max().clamp(min=1e-30)
+    if precision == "fp8":
+        q = (t / scale * 448.0).to(torch.float8_e4m3fn)  # 448: the largest e4m3 value
+        return {"": q, "#scale": scale.reshape(1)}, q.float() * scale / 448.0
+    levels = torch.clamp(torch.round(t / scale * 7.0), -7, 7).to(torch.int8).flatten()  # int4: -7..7
+    if levels.numel() % 2:
+        levels = torch.cat([levels, levels.new_zeros(1)])
+    nibbles = (levels + 8).to(torch.uint8)
+    packed = nibbles[0::2] | (nibbles[1::2] << 4)
+    decoded = levels[: t.numel()].float().reshape(t.shape) * scale / 7.0
+    return {"": packed, "#scale": scale.reshape(1), "#shape": torch.tensor(list(t.shape), dtype=torch.int64)}, decoded
+
+
+def _decode(parts: dict[str, Tensor], precision: str) -> Tensor:
+    base = parts[""]
+    if precision in ("fp32", "fp16", "bf16"):
+        return base.float()
+    scale = parts["#scale"][0]
+    if precision == "fp8":
+        return base.float() * scale / 448.0
+    low, high = (base & 0x0F).to(torch.int16) - 8, (base >> 4).to(torch.int16) - 8
+    levels = torch.stack([low, high], dim=1).flatten()
+    shape = [int(s) for s in parts["#shape"].tolist()]
+    n = 1
+    for s in shape:
+        n *= s
+    return levels[:n].float().reshape(shape) * scale / 7.0
+
+
+def save_relevance(result: Relevance, path: str | Path, precision: str = "fp32",
+                   metadata: dict[str, Any] | None = None) -> dict[str, float]:
+    """Write ``result`` to ``path`` (safetensors). Returns the largest absolute and relative error the chosen
+    precision introduced (0 for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    from . import __version__
+
+    tensors: dict[str, Tensor] = {}
+    max_abs, max_rel = 0.0, 0.0
+    for key, t in _flatten(result).items():
+        parts, decoded = _encode(t, precision)
+        tensors.update({key + suffix: v for suffix, v in parts.items()})
+        err = float((decoded - t).abs().max()) if t.numel() else 0.0
+        max_abs = max(max_abs, err)
+        max_rel = max(max_rel, err / max(float(t.abs().max()) if t.numel() else 0.0, 1e-30))
+    meta = {"format": FORMAT, "precision": precision, "dl_backtrace_version": __version__, "mode": result.mode,
+            "task": str(result.task), "target": json.dumps(_jsonable(result.target)),
+            "input_names": json.dumps(result.input_names), "tokens": json.dumps(result.tokens),
+            "conservation_error": repr(result.conservation_error), "max_abs_error": repr(max_abs),
+            "max_rel_error": repr(max_rel)}
+    meta.update({k: v if isinstance(v, str) else json.dumps(_jsonable(v)) for k, v in (metadata or {}).items()})
+    _safetensors().save_file(tensors, str(path), metadata=meta)
+    return {"max_abs_error": max_abs, "max_rel_error": max_rel}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Tensor):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v if v is None or isinstance(v, (int, float, str, bool, dict)) else str(v)
+
+
+def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    st = _safetensors()
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = st.load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}): refusing to load it") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dl_backtrace relevance file (format {meta.get('format')!r})")
+    return tensors, meta
+
+
+def load_relevance(path: str | Path) -> Relevance:
+    """Read a file written by :func:`save_relevance` (float32 tensors; contrast pairs restored)."""
+    tensors, meta = _read(Path(path))
+    precision = meta["precision"]
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, t in tensors.items():
+        part = next((suf for suf in ("#scale", "#shape") if key.endswith(suf)), "")
+        groups.setdefault(key[: len(key) - len(part)], {})[part] = t
+    values = {k: _decode(parts, precision) for k, parts in groups.items()}
+    merged: dict[str, Any] = {}
+    for key, t in values.items():
+        name, _, stream = key.partition("#")
+        if stream:
+            pair = merged.setdefault(name, [None, None])
+            pair[0 if stream == "positive" else 1] = t
+        else:
+            merged[name] = t
+    merged = {k: Pair(*v) if isinstance(v, list) else v for k, v in merged.items()}
+    nodes = {k[5:]: v for k, v in merged.items() if k.startswith("node/")}
+    sinks = {k[5:]: v for k, v in merged.items() if k.startswith("sink/")}
+    res = Relevance(nodes, json.loads(meta["input_names"]), sinks, merged.get("seed"), meta["mode"], meta["task"],
+                    json.loads(meta["target"]), json.loads(meta["tokens"]))
+    res.metadata = meta
+    return res

@@ -1,0 +1,72 @@
+"""Relevance files: exact fp32 round trip, bounded error for lossy precisions, malicious files rejected."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import dl_backtrace
+from dl_backtrace.relevance_io import PRECISIONS, load_relevance, save_relevance
+
+# largest relative error (to the tensor's max |value|) of one rounding in each precision
+BOUND = {"fp32": 0.0, "fp16": 2**-11, "bf16": 2**-8, "fp8": 2**-3, "int4": 1 / 14}
+
+
+@pytest.fixture(scope="module", params=["default", "contrast"])
+def result(request):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 6)
+    return dl_backtrace.Explainer(model, x).attribute(x, mode=request.param, target=1)
+
+
+def _streams(v):
+    return [v.positive, v.negative] if isinstance(v, tuple) else [v]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_round_trip(result, tmp_path: Path, precision: str) -> None:
+    path = tmp_path / "r.safetensors"
+    err = save_relevance(result, path, precision)
+    back = load_relevance(path)
+    assert back.mode == result.mode and back.input_names == result.input_names and back.target == 1
+    assert set(back) == set(result) and set(back.bias_sinks) == set(result.bias_sinks)
+    worst = 0.0
+    for key in result:
+        for a, b in zip(_streams(result[key]), _streams(back[key])):
+            scale = float(a.abs().max()) or 1.0
+            rel = float((a - b).abs().max()) / scale
+            worst = max(worst, rel)
+            assert rel <= BOUND[precision] * 1.0001, (key, precision, rel)
+    if precision == "fp32":
+        assert worst == 0.0 and err["max_abs_error"] == 0.0
+    assert abs(err["max_rel_error"] - worst) <= BOUND[precision] + 1e-12
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/dl_backtrace_pwned",))
+
+
+def test_pickles_and_foreign_files_are_rejected(tmp_path: Path) -> None:
+    marker = Path("/tmp/dl_backtrace_pwned")
+    marker.unlink(missing_ok=True)
+    bad = tmp_path / "evil.safetensors"
+    bad.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(ValueError, match="refusing"):
+        load_relevance(bad)
+    assert not marker.exists()
+    from safetensors.torch import save_file
+
+    other = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="not a dl_backtrace relevance file"):
+        load_relevance(other)
+    with pytest.raises(ValueError, match="precision"):
+        save_relevance(dl_backtrace.Explainer(nn.Linear(2, 2).eval(), torch.ones(1, 2)).attribute(torch.ones(1, 2)),
+                       tmp_path / "x.safetensors", "int2")
