@@ -49,8 +49,9 @@ def _call(model: torch.nn.Module, ids: Tensor, mask: Tensor, past: Any, new: int
         warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated.*")
         out = model(input_ids=ids[:, -new:], attention_mask=mask, position_ids=pos, use_cache=True,
                     **{_cache_kwarg(model): past})
-    cache = getattr(out, "past_key_values", None)
-    return out.logits, cache if cache is not None else getattr(out, "cache", None)
+    names = getattr(out, "keys", lambda: [])()
+    cache = out["cache"] if "cache" in names else getattr(out, "past_key_values", None)
+    return out.logits, cache
 
 
 def decode(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
