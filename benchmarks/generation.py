@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import MODELS, build  # noqa: E402
-
 from dl_backtrace.pytorch_backtrace import DLBacktrace  # noqa: E402
+from models import MODELS, build  # noqa: E402
 
 
 def _time(fn, runs: int) -> float:

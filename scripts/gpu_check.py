@@ -47,6 +47,15 @@ class _Seq(nn.Module):
         return self.head(nn.functional.gelu(self.conv(self.emb(input_ids).transpose(1, 2))).transpose(1, 2))
 
 
+def _hf(kind: str) -> nn.Module:
+    import transformers
+
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=256)
+    if kind == "bert":
+        return transformers.BertForSequenceClassification(transformers.BertConfig(**small))
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, **small))
+
+
 def models(size: int) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], str]]:
     img = torch.randn(2, 3, size, size)
     ids = torch.randint(0, 50, (2, 12))
@@ -61,11 +70,39 @@ def models(size: int) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], st
     }
     for name in ["resnet18", "resnet50", "vgg11_bn", "mobilenet_v2", "efficientnet_b0", "densenet121"]:
         out[name] = (_torchvision(name), (img,), "classification")
+    tokens = torch.randint(3, 256, (2, 16))
+    out["bert"] = (_hf("bert"), (tokens, torch.ones_like(tokens)), "classification")
+    out["llama"] = (_hf("llama"), ({"input_ids": tokens, "attention_mask": torch.ones_like(tokens)},), "generation")
     return out
+
+
+def check_bf16(name: str, model: nn.Module, inputs: tuple, task: str) -> bool:
+    """bf16 on CUDA against fp32 on CUDA: relevance is computed in float32 either way; the difference is the
+    model's own bf16 rounding, so this reports it and checks conservation and finiteness only."""
+    ok = True
+    for mode in ("default", "contrast"):
+        rels = []
+        for dtype in (torch.float32, torch.bfloat16):
+            m = model.to("cuda", dtype=dtype).eval()
+            dlb = DLBacktrace(m, _example(inputs), device="cuda")
+            dlb.predict(*inputs)
+            rel = dlb.evaluation(mode=mode, task=task)
+            good = rel.conservation_error <= 1e-3 and all(torch.isfinite(t).all() for t in _input_rel(rel, mode))
+            ok &= good
+            rels.append(_input_rel(rel, mode))
+        diff = max(float((a - b).abs().max() / a.abs().max().clamp(min=1e-12)) for a, b in zip(*rels))
+        print(f"{name:16s} {mode:8s} bf16 vs fp32 max rel diff {diff:.2e}  {'OK' if ok else 'FAILED'}", flush=True)
+    model.to("cpu", dtype=torch.float32)
+    return ok
+
+
+def _example(inputs: tuple) -> object:
+    return inputs[0] if len(inputs) == 1 and isinstance(inputs[0], dict) else inputs
 
 
 def _input_rel(rel: object, mode: str) -> list[torch.Tensor]:
     r = rel.input_relevance
+    r = r.get("input_ids", next(iter(r.values()))) if isinstance(r, dict) else r
     return [r.positive, r.negative] if mode == "contrast" else [r]
 
 
@@ -76,7 +113,7 @@ def check(name: str, model: nn.Module, inputs: tuple[torch.Tensor, ...], task: s
         results = []
         for device in ("cpu", "cuda"):
             t0 = time.perf_counter()
-            dlb = DLBacktrace(model, inputs, device=device)
+            dlb = DLBacktrace(model, _example(inputs), device=device)
             dlb.predict(*inputs)
             rel = dlb.evaluation(mode=mode, task=task)
             results.append((_input_rel(rel, mode), rel.conservation_error, time.perf_counter() - t0))
@@ -103,6 +140,8 @@ def main() -> int:
         if args.models and name not in args.models:
             continue
         ok &= check(name, model, inputs, task)
+        if name in ("bert", "llama"):
+            ok &= check_bf16(name, model, inputs, task)
     print("ALL OK" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +88,7 @@ def _kind_of(n: Node, kind: dict[Node, str], user_inputs: set[str]) -> str:
         return LIVE if len(n.args) > 1 and kind.get(n.args[1], CONST) != CONST else CONST
     if n.target in _VALUE_INDEPENDENT:
         return CONST
-    if n.target is _getitem():
+    if n.target is operator.getitem:
         parent = kind.get(n.args[0], CONST)
         return parent if parent != CONST and (_is_float(val) if parent == LIVE else _is_int(val)) else CONST
     if LIVE in ins and _is_float(val):
@@ -96,12 +97,6 @@ def _kind_of(n: Node, kind: dict[Node, str], user_inputs: set[str]) -> str:
     if IDS in ins and _is_int(val) and rule is not None and rule.family == "shape":
         return IDS
     return CONST
-
-
-def _getitem() -> Any:
-    import operator
-
-    return operator.getitem
 
 
 def node_location(n: Node) -> tuple[str, str]:
@@ -185,13 +180,15 @@ def _reach(graph: torch.fx.Graph, a: Analysis, passthrough: bool) -> None:
         if n not in a.reachable or n.op != "call_function":
             continue
         rule, inputs = a.rule(n)
+        if rule is not None and rule.supports is not None and n not in a.overrides and not rule.supports(n):
+            rule = None  # e.g. einsum with three operands: reported like any op without a rule
         if rule is None and passthrough and _passthrough(n, a):
             rule, inputs = a.rule(n)
         if rule is None:  # report it, and keep walking so every op without a rule is listed at once
             module, loc = node_location(n)
             a.unsupported.append(UnsupportedOp(str(n.target), n.name, module, loc))
         routes = rule.routes(n) if rule is not None and rule.routes is not None and n not in a.overrides else None
-        for _i, m in enumerate(inputs if routes is None else _routed(n, routes)):
+        for m in inputs if routes is None else _routed(n, routes):
             if a.is_live(m):
                 a.reachable.add(m)
 
@@ -224,7 +221,7 @@ def _nonneg(graph: torch.fx.Graph) -> set[Node]:
         hard = n.target is aten.hardtanh.default and len(n.args) > 1 and float(n.args[1]) >= 0
         if n.target in _NONNEG or hard:
             out.add(n)
-        elif (n.target in _KEEPS_SIGN or n.target is _getitem()) and n.all_input_nodes and all(
+        elif (n.target in _KEEPS_SIGN or n.target is operator.getitem) and n.all_input_nodes and all(
                 m in out for m in n.all_input_nodes if _is_float(m.meta.get("val"))):
             out.add(n)
     return out

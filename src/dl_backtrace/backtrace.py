@@ -48,7 +48,10 @@ class DLBacktrace:
                  device: str | torch.device | None = "cpu", verbose: bool = False,
                  passthrough_unsupported: bool = False) -> None:
         if verbose:
-            logging.getLogger("dl_backtrace").setLevel(logging.INFO)
+            root = logging.getLogger("dl_backtrace")
+            root.setLevel(logging.INFO)
+            if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+                root.addHandler(logging.StreamHandler())
         args, kwargs = _as_args(input_for_graph)
         self.model = model
         self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)

@@ -61,12 +61,12 @@ def write_report(dlb: Any, rel: Relevance, inputs: dict[str, torch.Tensor], out_
     report = Report(title)
     report.heading("Prediction")
     _predictions(report, dlb.node_io["output"][1], labels)
-    report.heading(f"Input relevance ({rel.mode} mode)")
-    _inputs(report, rel, inputs, tokens)
     report.heading("Conservation")
     sinks = sum(_total(s) for s in rel.bias_sinks.values())
     report.conservation(_total(rel["output"]), sum(_total(rel[n]) for n in rel.input_names), sinks,
                         rel.conservation_error)
+    report.heading(f"Input relevance ({rel.mode} mode)")
+    _inputs(report, rel, inputs, tokens)
     report.heading(f"The {top_k} most relevant nodes")
     prog = dlb.engine.program
     report.raw(f'<div class="graph">{to_svg(top_k_view(prog.traced.graph, prog.analysis, rel, top_k))}</div>')

@@ -86,3 +86,17 @@ def test_failing_node_names_itself() -> None:
     placeholders = [n for n in prog.traced.graph.nodes if n.op == "placeholder"]
     with pytest.raises(NodeExecutionError, match="node 'linear' failed"):
         execute(prog.traced.program.graph_module, placeholders, feed)
+
+
+class ThreeWay(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bi,ij,bj->b", x, self.w, x)[:, None]
+
+
+def test_a_call_the_rule_cannot_handle_is_reported_before_running() -> None:
+    ops = dl_backtrace.coverage(ThreeWay(), (torch.randn(2, 4),))
+    assert [o.op for o in ops] == ["aten.einsum.default"]

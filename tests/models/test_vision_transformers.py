@@ -57,3 +57,13 @@ def test_torchvision_swin() -> None:
     model = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
                                                window_size=[4, 4], num_classes=5).eval()
     _check(model, torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size", [("vit_b_16", 224), ("swin_t", 64)])
+def test_torchvision_constructors_are_fully_covered(name: str, size: int) -> None:
+    """The stock constructors (not only the small configs above) trace with a rule for every op."""
+    import dl_backtrace
+
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    assert dl_backtrace.coverage(model, (torch.randn(1, 3, size, size),)) == []

@@ -7,7 +7,7 @@ gating and no paired contrast rule, half of each contribution to each operand (R
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -145,28 +145,16 @@ def _vjp_adjs(op: Op2, a: Tensor, b: Tensor) -> tuple[Any, Any]:
     return adj_a, adj_b
 
 
-@register(aten.einsum.default, family="contribution", paired=True)
+@register(aten.einsum.default, family="contribution", paired=True,
+          supports=lambda n: isinstance(n.args[1], (list, tuple)) and len(n.args[1]) == 2)
 def einsum_rule(ctx: RuleContext, r: Any) -> Flow:
+    """Two-operand einsum: the operand list becomes positions 0 and 1 of :func:`product_rule`."""
     eq, ops = ctx.args[0], ctx.args[1]
     if len(ops) != 2:
         raise NotImplementedError(f"einsum with {len(ops)} operands at node {ctx.node.name}: only 2 are supported")
-    sub = _ListArg(ctx)
     op: Op2 = lambda a, b: torch.einsum(eq, a, b)  # noqa: E731
-    return sub.run(r, op, _vjp_adjs(op, ops[0], ops[1]))
-
-
-class _ListArg:
-    """Presents einsum's operand list as two positional operands for :func:`product_rule`."""
-
-    def __init__(self, ctx: RuleContext) -> None:
-        self.ctx = ctx
-
-    def run(self, r: Any, op: Op2, adjs: tuple[Any, Any]) -> Flow:
-        ctx = self.ctx
-        flat = RuleContext(ctx.node, tuple(ctx.args[1]), {}, ctx.out, ctx.inputs, ctx.input_nodes, ctx.live,
-                           [(s[1], None) for s in ctx.slots], ctx.mode, ctx.gate, ctx.attrs, ctx.cache)
-        flow = product_rule(flat, r, (0, 1), op, adjs, None)
-        return Flow(flow.inputs, flow.sink)
+    flat = replace(ctx, args=tuple(ops), kwargs={}, slots=[(sub, None) for _, sub in ctx.slots])
+    return product_rule(flat, r, (0, 1), op, _vjp_adjs(op, ops[0], ops[1]), None)
 
 
 # -- convolutions ---------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ class Rule:
     paired: bool = False
     routes: Callable[[torch.fx.Node], Sequence[int]] | None = None
     reads: Callable[[torch.fx.Node], str] | None = None  # "none" | "inputs" | "all"; None: by family
+    supports: Callable[[torch.fx.Node], bool] | None = None  # False: this call of the op has no rule
 
     def reads_of(self, node: torch.fx.Node) -> str:
         """Which recorded values the rule reads besides shapes: nothing, its inputs, or inputs and output."""
@@ -146,6 +147,7 @@ RULES: dict[Any, Rule] = {}
 def register(
     *ops: Any, family: str, paired: bool = False, routes: Callable[[torch.fx.Node], Sequence[int]] | None = None,
     reads: Callable[[torch.fx.Node], str] | None = None,
+    supports: Callable[[torch.fx.Node], bool] | None = None,
 ) -> Callable[[RuleFn], RuleFn]:
     """Register ``fn`` as the rule of every op in ``ops``. Registering an op twice raises."""
 
@@ -155,7 +157,7 @@ def register(
                 continue
             if op in RULES:
                 raise ValueError(f"a rule for {op} is already registered ({RULES[op].fn.__qualname__})")
-            RULES[op] = Rule(fn=fn, family=family, paired=paired, routes=routes, reads=reads)
+            RULES[op] = Rule(fn=fn, family=family, paired=paired, routes=routes, reads=reads, supports=supports)
         return fn
 
     return deco

@@ -54,7 +54,7 @@ def image_figure(x: Tensor, rel: Tensor | Pair, title: str = "") -> Any:
     lim = float(r.abs().max()) or 1.0
     cmap, vmin = ("RdBu_r", -lim) if signed else ("inferno", 0.0)
     img = _image(x)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(6.6, 2.4))
     axes[0].imshow(img.squeeze(-1) if img.dim() == 3 and img.shape[-1] == 1 else img,
                    cmap="gray" if img.dim() == 2 or img.shape[-1] == 1 else None)
     axes[0].set_title("input")
