@@ -6,7 +6,7 @@ Modern: ``dl_backtrace.Explainer(model, example_inputs).attribute(x, target=3)``
 
 import logging
 
-from .backtrace import DLBacktrace
+from .backtrace import DLBacktrace, MoEBacktrace
 from .errors import UnsupportedOp, UnsupportedOpError
 from .explainer import Explainer, coverage, explain
 from .pipelines.sampler import DLBAutoSampler
@@ -15,7 +15,7 @@ from .results import Relevance
 from .rules.registry import Pair
 
 __version__ = "0.1.0"
-__all__ = ["DLBacktrace", "DLBAutoSampler", "Explainer", "explain", "coverage", "Relevance", "Pair",
+__all__ = ["DLBacktrace", "MoEBacktrace", "DLBAutoSampler", "Explainer", "explain", "coverage", "Relevance", "Pair",
            "save_relevance", "load_relevance", "UnsupportedOp",
            "UnsupportedOpError", "__version__"]
 

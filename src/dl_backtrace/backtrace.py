@@ -13,7 +13,7 @@ from .errors import DLBacktraceError
 from .execute import NodeRecord
 from .results import Relevance
 
-__all__ = ["DLBacktrace"]
+__all__ = ["DLBacktrace", "MoEBacktrace"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,33 @@ class DLBacktrace:
             self._token_explainer = TokenExplainer(self.model, input_ids, attention_mask, self.device)
         return self._token_explainer
 
+    def expert_relevance(self, relevance: Relevance | None = None) -> dict[str, Any]:
+        """Mixture-of-Experts models: layer path -> :class:`~dl_backtrace.moe.ExpertRelevance` (``per_token``
+        [B, T, E], ``per_expert`` [B, E], ``routed``) for ``relevance`` (default: the last :meth:`evaluation`).
+        Empty for a model without grouped expert products."""
+        from .moe import expert_relevance
+
+        rel = relevance if relevance is not None else getattr(self, "_last", None)
+        if self._run is None or rel is None:
+            raise DLBacktraceError("call predict() and evaluation() before expert_relevance()")
+        return expert_relevance(self._run, rel)
+
     @property
     def traced(self) -> Any:
         return self.engine.program.traced
+
+
+class MoEBacktrace(DLBacktrace):
+    """:class:`DLBacktrace` for Mixture-of-Experts models (OLMoE, Qwen2/Qwen3-MoE, Mixtral, GPT-OSS, ...): the
+    same engine and rules; the constructor checks that the traced model has expert layers it can report on, and
+    :meth:`expert_relevance` gives per-layer, per-expert relevance after ``predict`` + ``evaluation``."""
+
+    def __init__(self, model: torch.nn.Module, input_for_graph: Any, **kwargs: Any) -> None:
+        super().__init__(model, input_for_graph, **kwargs)
+        from .moe import expert_layers
+
+        self.expert_layers = expert_layers(self.engine.program.traced.graph)
+        if not self.expert_layers:
+            raise DLBacktraceError(
+                "MoEBacktrace found no expert layers (grouped expert products) in this model; use DLBacktrace "
+                "for dense models. HuggingFace MoE models need transformers >= 5 (grouped experts).")

@@ -32,7 +32,8 @@ def decomposition_table() -> dict[Any, Any]:
     """torch's default decompositions, minus the ops we have rules for (they stay whole in the graph)."""
     table = dict(torch.export.default_decompositions())
     for op in RULES:
-        table.pop(op, None)
+        if not isinstance(op, str):
+            table.pop(op, None)
     return table
 
 

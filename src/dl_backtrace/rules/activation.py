@@ -48,10 +48,29 @@ def activation_of(node: torch.fx.Node) -> Activation | None:
         return hardtanh(float(lo), float(hi))
     if t is aten_op("relu6"):
         return hardtanh(0.0, 6.0)
+    if t in _CLAMPS:
+        return _clamp_of(node)
     return None
 
 
-_ALL = [*_SIMPLE, aten.silu.default, aten.gelu.default, aten.hardtanh.default, aten_op("relu6")]
+def _clamp_of(node: torch.fx.Node) -> Activation:
+    """clamp(x, min, max), clamp_min(x, min), clamp_max(x, max): hardtanh with those bounds (None: unbounded)."""
+    t, args = node.target, node.args
+    if t is aten.clamp_min.default:
+        return hardtanh(_bound(args[1]), None)
+    if t is aten.clamp_max.default:
+        return hardtanh(None, _bound(args[1]))
+    lo = args[1] if len(args) > 1 else node.kwargs.get("min")
+    hi = args[2] if len(args) > 2 else node.kwargs.get("max")
+    return hardtanh(_bound(lo), _bound(hi))
+
+
+def _bound(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+_CLAMPS = {aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default}
+_ALL = [*_SIMPLE, aten.silu.default, aten.gelu.default, aten.hardtanh.default, aten_op("relu6"), *_CLAMPS]
 
 
 @register(*_ALL, family="activation", routes=lambda n: (0,))

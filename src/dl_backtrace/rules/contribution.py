@@ -83,8 +83,8 @@ def default_factors(r: Tensor, terms: Terms, gate: Activation | None) -> tuple[T
         g = r / den
         return g, None, torch.addcmul(r, g, a, value=-1.0)
     z = terms.signed_sum()
-    p = torch.add(a, z).mul_(0.5).clamp_(min=0)
-    n = torch.sub(a, z).mul_(0.5).clamp_(min=0)
+    p = torch.mul(a, 0.5).add_(z, alpha=0.5).clamp_(min=0)  # halve first: masks near -finfo.max must not
+    n = torch.mul(a, 0.5).sub_(z, alpha=0.5).clamp_(min=0)  # overflow (a - z would reach 2 * 3.4e38 = inf)
     kill_p, kill_n = gate_masks(gate, terms.y, p, n, terms.bias)
     kept = p.masked_fill_(kill_p, 0.0).add_(n.masked_fill_(kill_n, 0.0))
     den = (kept if terms.bias is None else kept + terms.bias.abs()).clamp_min(_floor(kept))

@@ -7,8 +7,8 @@ f(T) == f(P + max(b, 0)) => N := 0, else f(T) == f(-(N + max(-b, 0))) => P := 0.
 
 Choices for activations the paper's table does not list (tested in tests/rules/test_gates.py):
 - ReLU: never gated (the paper-era implementation never applied its bound 0, see RELEVANCE.md section 2).
-- hardtanh(min, max) / relu6: monotone with range (min, max); a lower bound of exactly 0 is not applied, for
-  the same reason as ReLU (relu6 = hardtanh(0, 6) is therefore gated only above 6).
+- hardtanh(min, max) / relu6 / clamp(min, max): monotone with range (min, max); a lower bound of exactly 0 (or a
+  missing bound) is not applied, for the same reason as ReLU (relu6 = hardtanh(0, 6) is gated only above 6).
 - hardsigmoid: monotone, range (-3, 3) (it is constant outside).
 - hardswish: non-monotone, range (-3, -) (zero below -3), f = hardswish.
 - mish: non-monotone like swish, range (-6, -), f = mish.
@@ -57,8 +57,12 @@ def gelu(approximate: str = "none") -> Activation:
     return Activation("gelu", lower=-6.0, monotone=False, f=fn, param=1.0 if approximate == "tanh" else 0.0)
 
 
-def hardtanh(lo: float, hi: float) -> Activation:
-    return Activation("hardtanh", lower=None if lo == 0 else float(lo), upper=float(hi), param=float(lo) * 1e3 + hi)
+def hardtanh(lo: float | None, hi: float | None) -> Activation:
+    """hardtanh / relu6 / clamp: monotone with range (lo, hi); a missing bound or a lower bound of 0 is not
+    applied (like ReLU)."""
+    lower = None if lo is None or lo == 0 else float(lo)
+    upper = None if hi is None else float(hi)
+    return Activation("hardtanh", lower=lower, upper=upper, param=hash((lower, upper)))
 
 
 ACTIVATIONS: dict[str, Activation] = {

@@ -141,7 +141,21 @@ _READS = {"activation": "none", "norm": "none", "embedding": "none", "product": 
           "shape": "inputs", "contribution": "all", "select": "all"}
 
 
-RULES: dict[Any, Rule] = {}
+class _Registry(dict):
+    """Rules keyed by op overload; ops of other libraries (which exist only once that library is imported) may be
+    registered by their qualified name (``"namespace::op"``) and are found through any overload of that op."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        found = super().get(key)
+        if found is None and isinstance(key, torch._ops.OpOverload):
+            found = super().get(key._schema.name)
+        return default if found is None else found
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+
+RULES: dict[Any, Rule] = _Registry()
 
 
 def register(
