@@ -1,10 +1,12 @@
 """Mixture-of-Experts: per-layer, per-expert relevance, read off one ordinary explanation (the same engine).
 
-Supported layout: the experts of a layer are applied with grouped products (``aten._grouped_mm`` or
-``transformers::grouped_mm_fallback``; transformers 5.x uses it for OLMoE, Qwen2-MoE, Qwen3-MoE, Mixtral,
-GPT-OSS, DeepSeek and most other MoE families): rows sorted by expert, ``offs`` the cumulative row counts, the
-first product's input gathered from the tokens (``hidden[token_of_row]``), the last product's output (times the
-routing weight) summed back per token.
+Supported layouts (rows sorted by expert, the first product's input gathered from the tokens,
+``hidden[token_of_row]``, the last product's output, times the routing weight, summed back per token):
+
+- grouped products (``aten._grouped_mm`` or ``transformers::grouped_mm_fallback``) with ``offs`` the cumulative
+  row counts: transformers 5.x OLMoE, Qwen2-MoE, Qwen3-MoE, Mixtral, GPT-OSS, DeepSeek and most MoE families;
+- one linear per expert on the blocks of a ``split_with_sizes`` (weights ``W[e]`` of one parameter), joined by
+  ``cat``: JetMoE.
 
 The relevance of expert e in a layer is the relevance of the rows its weighted output contributes to the layer's
 sum (the node that multiplies the last product by the routing weight, or the last product itself), summed over
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,9 +41,9 @@ class ExpertLayer:
     """Where one MoE layer's experts sit in the traced graph."""
 
     path: str  # module path of the experts, e.g. "model.layers.0.mlp.experts"
-    first: Node  # first grouped product (its input rows are gathered from the tokens)
+    first: Node  # first grouped product or split (its input rows are gathered from the tokens)
     rows: Node  # node whose relevance rows are the experts' weighted outputs
-    offs: Node  # cumulative rows per expert
+    offs: Node | None  # cumulative rows per expert (grouped products), or None: block sizes of ``first``
     num_experts: int
 
 
@@ -85,7 +88,7 @@ def _weighted_rows(last: Node) -> Node:
 
 
 def expert_layers(graph: torch.fx.Graph) -> list[ExpertLayer]:
-    """Every MoE layer of the graph: grouped products grouped by the module that owns them."""
+    """Every MoE layer of the graph: grouped products grouped by the module that owns them, then split experts."""
     by_path: dict[str, list[Node]] = {}
     for n in graph.nodes:
         if _is_grouped(n):
@@ -95,7 +98,40 @@ def expert_layers(graph: torch.fx.Graph) -> list[ExpertLayer]:
         weight = nodes[0].args[1].meta.get("val")
         layers.append(ExpertLayer(path, nodes[0], _weighted_rows(nodes[-1]), nodes[-1].args[2],
                                   int(weight.shape[0])))
-    return layers
+    return layers + _split_layers(graph)
+
+
+def _expert_linear(n: Node) -> bool:
+    """linear(x, W[e]) with W[e] = select(parameter, 0, e)."""
+    w = n.args[1] if n.target is aten.linear.default and len(n.args) > 1 else None
+    return isinstance(w, Node) and w.target is aten.select.int and w.args[1] == 0 and w.args[0].op == "placeholder"
+
+
+def _expert_cat(n: Node) -> bool:
+    return n.target is aten.cat.default and len(n.args[0]) >= 2 and all(
+        isinstance(a, Node) and _expert_linear(a) for a in n.args[0])
+
+
+def _split_layers(graph: torch.fx.Graph) -> list[ExpertLayer]:
+    """Split experts, one per module; a module with several token gathers into experts (JetMoE's attention
+    experts, MoA) is explained like any graph but not reported per expert."""
+    found: dict[str, list[ExpertLayer]] = {}
+    nodes = list(graph.nodes)
+    for i, n in enumerate(nodes):
+        if n.target is not aten.split_with_sizes.default or _token_index(n) is None:
+            continue
+        users = [u for g in n.users for u in g.users]
+        if len(n.users) < 2 or not all(_expert_linear(u) for u in users):
+            continue
+        parent = _module_path(n).rsplit(".", 1)[0]
+        cats = [c for c in nodes[i:] if _expert_cat(c) and _module_path(c).startswith(parent + ".")]
+        if cats:
+            found.setdefault(parent, []).append(ExpertLayer(parent, n, _weighted_rows(cats[-1]), None, len(n.users)))
+    for path, layers in found.items():
+        if len(layers) > 1:
+            log.info("%s gathers tokens into experts %d times (attention experts); not reported per expert",
+                     path, len(layers))
+    return [layers[0] for layers in found.values() if len(layers) == 1]
 
 
 def _token_index(first: Node) -> tuple[Node, Node] | None:
@@ -115,6 +151,15 @@ def _batch_time(tokens: Node, n_tokens: int, batch: int) -> tuple[int, int]:
     return (batch, n_tokens // batch) if batch > 0 and n_tokens % batch == 0 else (1, n_tokens)
 
 
+def _experts_of_rows(layer: ExpertLayer, values: Any, n_rows: int, device: torch.device) -> Tensor:
+    """Expert index of each row (rows past the last expert's block: ``num_experts``, dropped later)."""
+    if layer.offs is not None:
+        offs = values.value(layer.offs).to(device=device, dtype=torch.int64)
+        return torch.searchsorted(offs, torch.arange(n_rows, device=device), right=True)
+    sizes = torch.tensor([int(b.shape[0]) for b in values.value(layer.first)], device=device)
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
+
+
 def _one_layer(layer: ExpertLayer, run: Run, rel: Relevance, batch: int) -> ExpertRelevance | None:
     found = _token_index(layer.first)
     if found is None or layer.rows.name not in rel:
@@ -126,9 +171,7 @@ def _one_layer(layer: ExpertLayer, run: Run, rel: Relevance, batch: int) -> Expe
     row_r = r.reshape(r.shape[0], -1).sum(-1)
     token_of_row = values.value(found[0]).to(torch.int64)
     n_tokens = int(values.value(found[1]).shape[0])
-    offs = values.value(layer.offs).to(device=row_r.device, dtype=torch.int64)
-    rows = torch.arange(row_r.shape[0], device=row_r.device)
-    expert_of_row = torch.searchsorted(offs, rows, right=True)  # rows past offs[-1]: expert E (dropped)
+    expert_of_row = _experts_of_rows(layer, values, row_r.shape[0], row_r.device)
     e = layer.num_experts
     flat = token_of_row.to(row_r.device) * (e + 1) + expert_of_row
     per = torch.zeros(n_tokens * (e + 1), dtype=row_r.dtype, device=row_r.device).index_add_(0, flat, row_r)

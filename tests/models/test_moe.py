@@ -26,6 +26,8 @@ MOE = {  # name -> (model class, config class, extra config)
     "gpt_oss": ("GptOssForCausalLM", "GptOssConfig", {"num_key_value_heads": 2, "num_local_experts": 4,
                                                       "num_experts_per_tok": TOP_K, "head_dim": 8,
                                                       "sliding_window": 4}),
+    "jetmoe": ("JetMoeForCausalLM", "JetMoeConfig", {"num_key_value_heads": 2, "num_local_experts": 4,
+                                                     "num_experts_per_tok": TOP_K, "kv_channels": 8}),
 }
 
 
@@ -35,14 +37,14 @@ def _model(name: str) -> torch.nn.Module:
     return getattr(transformers, cls)(getattr(transformers, cfg_cls)(**{**SMALL, **extra})).eval()
 
 
-def _ids(batch: int = 2, length: int = 7) -> torch.Tensor:
-    return torch.randint(3, 99, (batch, length), generator=torch.Generator().manual_seed(1))
+def _ids(batch: int = 2, length: int = 7, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, 99, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", list(MOE))
 def test_moe_model_explains_and_reports_experts(name: str) -> None:
     model, ids = _model(name), _ids()
-    dlb = MoEBacktrace(model, (ids,))
+    dlb = MoEBacktrace(model, (_ids(seed=2),))  # traced on other tokens: the routing is not baked in
     out = dlb.predict(ids)["output"][1]
     with torch.no_grad():
         expected = model(ids, use_cache=False).logits
