@@ -14,7 +14,7 @@ from tests.helpers import assert_close, random_seed, run_seed
 aten = torch.ops.aten
 GATES = [nn.Identity(), nn.ReLU(), nn.Tanh(), nn.Sigmoid(), nn.Softmax(dim=-1), nn.SiLU(), nn.GELU(),
          nn.GELU(approximate="tanh"), nn.Hardtanh(-1.5, 2.0), nn.ReLU6(), nn.Hardswish(), nn.Hardsigmoid(),
-         nn.Mish()]
+         nn.Mish(), nn.SELU(), nn.CELU(), nn.LogSigmoid()]
 
 
 def _gate_of(res, node):

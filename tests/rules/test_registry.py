@@ -143,6 +143,9 @@ CASES.update({f"aten.{a}.default": ((L(r(2, 5)),), {}) for a in ACTS})
 CASES.update({
     "aten.hardtanh.default": ((L(r(2, 5)), -1.0, 2.0), {}),
     "aten.clamp.default": ((L(r(2, 5)), -0.5, 0.5), {}),
+    "aten.celu.default": ((L(r(2, 5)),), {}),
+    "aten.selu.default": ((L(r(2, 5)),), {}),
+    "aten.log_sigmoid.default": ((L(r(2, 5)),), {}),
     "aten.clamp_min.default": ((L(r(2, 5)), 0.1), {}),
     "aten.clamp_max.default": ((L(r(2, 5)), 0.2), {}),
     "aten._grouped_mm.default": ((L(r(6, 4)), C(r(3, 4, 8)), C(torch.tensor([2, 2, 5], dtype=torch.int32))), {}),

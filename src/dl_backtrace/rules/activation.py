@@ -29,6 +29,9 @@ _SIMPLE: dict[Any, str] = {
     aten.leaky_relu.default: "leaky_relu",
     aten.elu.default: "elu",
     aten.softplus.default: "softplus",
+    aten_op("celu"): "elu",
+    aten_op("selu"): "elu",
+    aten_op("log_sigmoid"): "log_sigmoid",
 }
 _SIMPLE = {k: v for k, v in _SIMPLE.items() if k is not None}
 

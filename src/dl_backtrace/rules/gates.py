@@ -12,7 +12,7 @@ Choices for activations the paper's table does not list (tested in tests/rules/t
 - hardsigmoid: monotone, range (-3, 3) (it is constant outside).
 - hardswish: non-monotone, range (-3, -) (zero below -3), f = hardswish.
 - mish: non-monotone like swish, range (-6, -), f = mish.
-- leaky_relu, elu, softplus: not gated (no saturating range that silences one pool).
+- leaky_relu, elu/celu/selu, softplus, log_sigmoid: not gated (no saturating range that silences one pool).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "leaky_relu": Activation("leaky_relu"),
     "elu": Activation("elu"),
     "softplus": Activation("softplus"),
+    "log_sigmoid": Activation("log_sigmoid"),
 }
 
 
