@@ -63,10 +63,21 @@ class Relevance(dict):
         self.task = task
         self.target = target
         self.tokens = tokens
-        ins = {k: self[k] for k in self.input_names}
-        streams = (0, 1) if mode == "contrast" else (0,)
-        self.conservation_errors = tuple(conservation_error(seed, ins, self.bias_sinks, s) for s in streams)
-        self.conservation_error = max(self.conservation_errors)
+        self._errors: tuple[float, ...] | None = None
+
+    @property
+    def conservation_errors(self) -> tuple[float, ...]:
+        """Conservation error per stream (one in default mode; positive and negative in contrast mode).
+        Computed on first access (it sums every sink once)."""
+        if self._errors is None:
+            streams = (0, 1) if self.mode == "contrast" else (0,)
+            self._errors = tuple(conservation_error(self.seed, self.inputs, self.bias_sinks, s) for s in streams)
+        return self._errors
+
+    @property
+    def conservation_error(self) -> float:
+        """|sum seed - sum input relevance - sum sinks| / |sum seed| (the max over streams in contrast mode)."""
+        return max(self.conservation_errors)
 
     @property
     def inputs(self) -> dict[str, Any]:
