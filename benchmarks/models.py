@@ -56,6 +56,16 @@ def llama_tiny(tokens: int = 32) -> Case:
     return transformers.LlamaForCausalLM(cfg).eval(), _ids(cfg.vocab_size, tokens), "generation"
 
 
+def olmoe_small(tokens: int = 128) -> Case:
+    """An OLMoE-shaped MoE decoder, scaled down: 8 layers, 512 hidden, 16 experts of 256, top-4."""
+    import transformers
+
+    cfg = transformers.OlmoeConfig(hidden_size=512, intermediate_size=256, num_hidden_layers=8,
+                                   num_attention_heads=8, num_key_value_heads=8, num_experts=16,
+                                   num_experts_per_tok=4, vocab_size=32000, eos_token_id=1)
+    return transformers.OlmoeForCausalLM(cfg).eval(), _ids(cfg.vocab_size, tokens), "generation"
+
+
 MODELS: dict[str, Callable[[], Case]] = {
     "resnet18": lambda: _vision("resnet18"),
     "resnet50": lambda: _vision("resnet50"),
@@ -65,6 +75,7 @@ MODELS: dict[str, Callable[[], Case]] = {
     "gpt2_small": gpt2_small,
     "llama_0.5b": llama_05b,
     "llama_tiny": llama_tiny,
+    "olmoe_small": olmoe_small,
 }
 
 

@@ -86,3 +86,17 @@ def test_moe_backtrace_refuses_a_dense_model() -> None:
     dense.predict(_ids(1))
     dense.evaluation(task="generation")
     assert dense.expert_relevance() == {}
+
+
+def test_bfloat16_moe_explains_through_native_grouped_products() -> None:
+    """In bf16 transformers calls torch's own grouped product (aten._grouped_mm) where this torch has one."""
+    model, ids = _model("qwen2_moe").to(torch.bfloat16), _ids()
+    dlb = MoEBacktrace(model, (ids,))
+    assert dlb.expert_layers
+    out = dlb.predict(ids)["output"][1]
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+    assert torch.equal(out, expected)
+    assert dlb.evaluation(task="generation").conservation_error <= 1e-4
+    experts = dlb.expert_relevance()
+    assert all((ex.routed.sum(-1) == TOP_K).all() for ex in experts.values())
