@@ -50,7 +50,8 @@ class ExpertLayer:
 @dataclass
 class ExpertRelevance:
     """Relevance through each expert of one layer. ``per_token[b, t, e]``: relevance of token t of example b
-    through expert e; ``routed[b, t, e]``: whether t was routed to e."""
+    through expert e (contrast mode: the net, positive minus negative); ``routed[b, t, e]``: whether t was
+    routed to e."""
 
     layer: str
     per_token: Tensor
@@ -162,9 +163,12 @@ def _experts_of_rows(layer: ExpertLayer, values: Any, n_rows: int, device: torch
 
 def _one_layer(layer: ExpertLayer, run: Run, rel: Relevance, batch: int) -> ExpertRelevance | None:
     found = _token_index(layer.first)
-    if found is None or layer.rows.name not in rel:
+    if found is None:
         log.warning("MoE layer %s: rows are not gathered from tokens by one index; no expert relevance", layer.path)
         return None
+    if layer.rows.name not in rel:
+        raise KeyError(f"MoE layer {layer.path}: this relevance has no value for node {layer.rows.name!r}; expert "
+                       "relevance needs every node's relevance (DLBacktrace.evaluation, or attribute(nodes=True))")
     values = run.execution
     r = rel[layer.rows.name]
     r = r.net if isinstance(r, Pair) else r
