@@ -8,9 +8,10 @@ constants come from the graph signature.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,28 @@ def _export(model: torch.nn.Module, bound: dict[str, Any], dynamic_shapes: Any) 
         ) from e
 
 
+@contextlib.contextmanager
+def _grouped_experts(model: torch.nn.Module) -> Iterator[None]:
+    """HuggingFace MoE models are traced with grouped expert products: the eager loop over experts cannot be
+    exported (data-dependent), and batched products gather one weight matrix per token. Same mathematics; the
+    model's own setting is restored afterwards."""
+    get = getattr(model, "get_experts_implementation", None)
+    before = get() if callable(get) else None
+    if not before or all(v in (None, "grouped_mm") for v in before.values()):
+        yield
+        return
+    try:
+        model.set_experts_implementation("grouped_mm")
+    except ValueError:  # a model without switchable experts (dense, or its own expert code)
+        yield
+        return
+    log.info("tracing %s with grouped expert products (was %s)", type(model).__name__, before)
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(before)
+
+
 def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
           dynamic_shapes: Any = None) -> Traced:
     """Export ``model`` on example inputs and return the decomposed ATen graph with its metadata."""
@@ -144,7 +167,8 @@ def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, An
                     "frozen). Call model.eval() to silence this.", type(model).__name__)
         model.eval()
     try:
-        ep = _export(model, bound, dynamic_shapes)
+        with _grouped_experts(model):
+            ep = _export(model, bound, dynamic_shapes)
     finally:
         if was_training:
             model.train()

@@ -100,3 +100,20 @@ def test_bfloat16_moe_explains_through_native_grouped_products() -> None:
     assert dlb.evaluation(task="generation").conservation_error <= 1e-4
     experts = dlb.expert_relevance()
     assert all((ex.routed.sum(-1) == TOP_K).all() for ex in experts.values())
+
+
+@pytest.mark.parametrize("impl", ["eager", "batched_mm"])
+def test_other_expert_implementations_are_traced_grouped_and_restored(impl: str) -> None:
+    """The eager loop over experts cannot be exported; it is traced with grouped products (same mathematics)
+    and the model's own setting is left as it was."""
+    model, ids = _model("qwen2_moe"), _ids()
+    model.set_experts_implementation(impl)
+    before = model.get_experts_implementation()
+    dlb = MoEBacktrace(model, (ids,))
+    assert model.get_experts_implementation() == before
+    out = dlb.predict(ids)["output"][1]
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+    assert torch.allclose(out, expected, atol=1e-5, rtol=0)
+    assert dlb.evaluation(task="generation").conservation_error <= 1e-4
+    assert len(dlb.expert_relevance()) == model.config.num_hidden_layers
