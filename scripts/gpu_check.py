@@ -53,6 +53,9 @@ def _hf(kind: str) -> nn.Module:
     small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=256)
     if kind == "bert":
         return transformers.BertForSequenceClassification(transformers.BertConfig(**small))
+    if kind == "olmoe":  # grouped expert products (aten._grouped_mm on CUDA in bf16)
+        return transformers.OlmoeForCausalLM(transformers.OlmoeConfig(num_experts=4, num_experts_per_tok=2,
+                                                                      eos_token_id=1, **small))
     return transformers.LlamaForCausalLM(transformers.LlamaConfig(num_key_value_heads=2, **small))
 
 
@@ -73,6 +76,7 @@ def models(size: int) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], st
     tokens = torch.randint(3, 256, (2, 16))
     out["bert"] = (_hf("bert"), (tokens, torch.ones_like(tokens)), "classification")
     out["llama"] = (_hf("llama"), ({"input_ids": tokens, "attention_mask": torch.ones_like(tokens)},), "generation")
+    out["olmoe"] = (_hf("olmoe"), ({"input_ids": tokens, "attention_mask": torch.ones_like(tokens)},), "generation")
     return out
 
 
@@ -140,7 +144,7 @@ def main() -> int:
         if args.models and name not in args.models:
             continue
         ok &= check(name, model, inputs, task)
-        if name in ("bert", "llama"):
+        if name in ("bert", "llama", "olmoe"):
             ok &= check_bf16(name, model, inputs, task)
     print("ALL OK" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
