@@ -195,3 +195,9 @@ class MoEBacktrace(DLBacktrace):
             raise DLBacktraceError(
                 "MoEBacktrace found no expert layers (grouped expert products) in this model; use DLBacktrace "
                 "for dense models. HuggingFace MoE models need transformers >= 5 (grouped experts).")
+
+    def visualize_expert_relevance(self, output_path: str = "experts.html", example: int = 0) -> str:
+        """Layers x experts map of the last evaluation's expert relevance (HTML; PNG by suffix)."""
+        from .viz.experts import visualize_expert_relevance
+
+        return str(visualize_expert_relevance(self.expert_relevance(), output_path, example))

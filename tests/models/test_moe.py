@@ -117,3 +117,20 @@ def test_other_expert_implementations_are_traced_grouped_and_restored(impl: str)
     assert torch.allclose(out, expected, atol=1e-5, rtol=0)
     assert dlb.evaluation(task="generation").conservation_error <= 1e-4
     assert len(dlb.expert_relevance()) == model.config.num_hidden_layers
+
+
+def test_expert_map_shows_every_layer_and_expert(tmp_path) -> None:
+    model, ids = _model("olmoe"), _ids()
+    dlb = MoEBacktrace(model, (ids,))
+    dlb.predict(ids)
+    dlb.evaluation(task="generation")
+    page = (tmp_path / "experts.html")
+    dlb.visualize_expert_relevance(str(page), example=1)
+    text = page.read_text()
+    experts = dlb.expert_relevance()
+    for path, ex in experts.items():
+        assert path in text
+        assert f"{float(ex.per_expert[1].max()):.3g}" in text  # the cells carry example 1's values
+    assert text.count("<td title=") == 4 * len(experts)
+    png = dlb.visualize_expert_relevance(str(tmp_path / "experts.png"))
+    assert (tmp_path / "experts.png").read_bytes()[:4] == b"\x89PNG" and png.endswith(".png")
