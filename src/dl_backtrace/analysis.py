@@ -21,9 +21,10 @@ import torch
 from torch.fx import Node
 
 from .errors import UnsupportedOp
-from .patterns import ActivationPattern, find_activation_patterns, find_rms_statistics
+from .patterns import ActivationPattern, find_activation_patterns, find_matmul_bias, find_rms_statistics
 from .rules import RULES, Rule
 from .rules.activation import activation_of, activation_rule
+from .rules.affine import MATMUL_BIAS
 from .rules.gates import Activation
 from .rules.registry import aten_op
 
@@ -234,7 +235,7 @@ def _needed(a: Analysis) -> set[Node]:
         if n.op != "call_function":
             continue
         rule, inputs = a.rule(n)
-        reads = rule.reads_of(n) if rule is not None and n not in a.overrides else "none"
+        reads = rule.reads_of(n) if rule is not None and rule is not _PATTERN_RULE else "none"
         if reads == "all" and rule.family == "contribution" and n not in a.gate:
             reads = "inputs"  # the output (pre-activation) matters only to gating
         if reads in ("inputs", "all"):
@@ -253,15 +254,18 @@ def analyse(graph: torch.fx.Graph, user_inputs: set[str], output: Node, passthro
         a.attrs.setdefault(mul, {})["const_args"] = stat.name
         kind[stat] = CONST
     pattern_of: dict[Node, ActivationPattern] = {}
-    for p in find_activation_patterns(graph, {n for n, k in kind.items() if k == LIVE}):
+    live = {n for n, k in kind.items() if k == LIVE}
+    for p in find_activation_patterns(graph, live):
         a.overrides[p.out] = (_PATTERN_RULE, [p.x])
         pattern_of.update({m: p for m in p.region})
+    for add, operands in find_matmul_bias(graph, live).items():
+        a.overrides.setdefault(add, (MATMUL_BIAS, operands))
     _reach(graph, a, passthrough)
     a.nonneg = _nonneg(graph)
     a.order = list(graph.nodes)
     for n in a.reachable:
         rule, _ = a.rule(n)
-        if rule is None or rule.family != "contribution" or n in a.overrides:
+        if rule is None or rule.family != "contribution" or rule is _PATTERN_RULE:
             continue
         act = _consumer_activation(n, pattern_of)
         if _is_mask_add(n, kind, act):

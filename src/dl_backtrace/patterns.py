@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -156,3 +157,33 @@ def find_rms_statistics(graph: torch.fx.Graph) -> dict[Node, Node]:
             if isinstance(stat, Node) and _rms_source(stat) is not None and _rms_source(stat) is _strip(x):
                 out[n] = stat
     return out
+
+
+_PRODUCTS = {aten.mm.default, aten.matmul.default, aten.bmm.default}
+
+
+def _shape(n: Any) -> tuple[int, ...] | None:
+    val = n.meta.get("val") if isinstance(n, Node) else None
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def find_matmul_bias(graph: torch.fx.Graph, live: set[Node]) -> dict[Node, list[Node]]:
+    """``add(matmul(x, W), b)`` with exactly one live operand of the product, the product used only by the add
+    and a constant ``b`` that broadcasts without enlarging the product: add node -> [a, b of the product, bias].
+    These are linear layers written by hand (RELEVANCE.md 2.1: product and bias add are one node)."""
+    found: dict[Node, list[Node]] = {}
+    for n in graph.nodes:
+        if n.target is not aten.add.Tensor or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
+            continue
+        for prod, bias in ((n.args[0], n.args[1]), (n.args[1], n.args[0])):
+            if not (isinstance(prod, Node) and isinstance(bias, Node) and prod.target in _PRODUCTS):
+                continue
+            ops = prod.args[:2]
+            if len(prod.users) != 1 or bias in live or sum(o in live for o in ops) != 1:
+                continue
+            shape, bshape = _shape(prod), _shape(bias)
+            if shape is None or bshape is None or torch.broadcast_shapes(shape, bshape) != shape:
+                continue
+            found[n] = [ops[0], ops[1], bias]
+            break
+    return found

@@ -196,3 +196,51 @@ def test_product_of_two_activations_splits_half_to_each_operand() -> None:
                     want_v[s, d] += rc[t * 5 + d, s] / 2
         assert_close(res.input(0)[b], want_a, what="R_a")
         assert_close(res.input(1)[b], want_v, what="R_v")
+
+
+class HandLinear(nn.Module):
+    """``act(x @ W.T + b)`` written by hand: the product and its bias add are one node (RELEVANCE.md 2.1)."""
+
+    def __init__(self, lin: nn.Linear, act: nn.Module) -> None:
+        super().__init__()
+        self.w = nn.Parameter(lin.weight.detach().clone())
+        self.b = nn.Parameter(lin.bias.detach().clone())
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x @ self.w.T + self.b)
+
+
+@pytest.mark.parametrize("mode", ["default", "contrast"])
+@pytest.mark.parametrize("act", [nn.Identity(), nn.Tanh(), nn.SiLU()], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("shape", [(3, 7), (2, 4, 7)])
+def test_hand_written_linear_is_refused_into_one_node(mode: str, act: nn.Module, shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(6)
+    lin = nn.Linear(7, 5)
+    with torch.no_grad():
+        lin.weight.mul_(4.0)
+        lin.bias.copy_(torch.randn(5, generator=gen))
+    x = torch.randn(*shape, generator=gen) * 2.0
+    seed_fn = random_seed(gen, contrast=mode == "contrast")
+    seed = seed_fn(torch.zeros(*shape[:-1], 5))
+    fused = run_seed(HandLinear(lin, act), (x,), lambda y: seed, mode)
+    layer = run_seed(nn.Sequential(lin, act), (x,), lambda y: seed, mode)
+    add = fused.nodes(aten.add.Tensor)[0]
+    assert _gate_of(fused, add) == _gate_of(layer, layer.nodes(aten.linear.default)[0])
+    for k in ((0, 1) if mode == "contrast" else (None,)):
+        got, want = fused.input(), layer.input()
+        got, want = (got, want) if k is None else (got[k], want[k])
+        assert_close(got, want, rel=1e-6, what=f"R_in stream {k}")
+        assert fused.sink_total(k) == pytest.approx(layer.sink_total(k), rel=1e-5, abs=1e-5)
+
+
+def test_worked_example_holds_for_the_hand_written_form() -> None:
+    """RELEVANCE.md 6 with x @ W.T + b instead of nn.Linear."""
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.4, -0.5]]))
+        lin.bias.copy_(torch.tensor([0.1, -0.2]))
+    res = run_seed(HandLinear(lin, nn.Identity()), (torch.tensor([[1.0, 2.0, 3.0]]),),
+                   lambda y: torch.tensor([[0.0, 100.0]]))
+    assert_close(res.input()[0], torch.tensor([0.1, 0.8, 1.5]) * 100 / 2.6, rel=1e-6, what="R_in")
+    assert res.sink_total() == pytest.approx(100 * 0.2 / 2.6, rel=1e-6)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ._adjoint import ConvParams, conv_input_adjoint, flip_weight, flippable, sum_to, vjp_of
 from .contribution import Terms, _safe_div, contribute, per_stream, rel_float
-from .registry import Flow, RuleContext, aten_op, register
+from .registry import Flow, Rule, RuleContext, aten_op, register
 
 aten = torch.ops.aten
 Op2 = Callable[[Tensor, Tensor], Tensor]
@@ -122,6 +122,17 @@ def matmul_rule(ctx: RuleContext, r: Any) -> Flow:
     if a.dim() < 2 or b.dim() < 2:
         return product_rule(ctx, r, (0, 1), torch.matmul, _vjp_adjs(torch.matmul, a, b), None)
     return product_rule(ctx, r, (0, 1), torch.matmul, _mm_adjs(a.shape, b.shape), None)
+
+
+def matmul_bias_rule(ctx: RuleContext, r: Any) -> Flow:
+    """``matmul(a, b) + bias`` re-fused into one contribution node (RELEVANCE.md 2.1: a linear layer's product and
+    its bias add are ONE node). ``ctx.args`` = (a, b, bias); ``ctx.out`` is the sum, bias included."""
+    a, b, bias = ctx.args
+    adjs = _vjp_adjs(torch.matmul, a, b) if a.dim() < 2 or b.dim() < 2 else _mm_adjs(a.shape, b.shape)
+    return product_rule(ctx, r, (0, 1), torch.matmul, adjs, bias)
+
+
+MATMUL_BIAS = Rule(fn=matmul_bias_rule, family="contribution", paired=True)
 
 
 @register(aten.addmm.default, family="contribution", paired=True, routes=lambda n: (1, 2))
