@@ -176,14 +176,17 @@ def avg_pool_c(x: Tensor, k: int, stride: int, out_spatial: tuple[int, ...]) -> 
     return c
 
 
-def max_pool_ref(x: Tensor, r: Tensor, k: int, stride: int) -> Tensor:
-    """2-d max pooling (no padding): the winners of each window share its relevance equally."""
+def max_pool_ref(x: Tensor, r: Tensor, k: int, stride: int, padding: int = 0, dilation: int = 1) -> Tensor:
+    """2-d max pooling: the winners of each window (its cells inside the input; padding never wins) share its
+    relevance equally."""
     out = torch.zeros_like(x, dtype=torch.float64)
     ch, h, w = x.shape
     for c_i in range(ch):
         for oh in range(r.shape[1]):
             for ow in range(r.shape[2]):
-                cells = [(oh * stride + a, ow * stride + b) for a in range(k) for b in range(k)]
+                cells = [(oh * stride - padding + a * dilation, ow * stride - padding + b * dilation)
+                         for a in range(k) for b in range(k)]
+                cells = [(p, q) for p, q in cells if 0 <= p < h and 0 <= q < w]
                 m = max(float(x[c_i, p, q]) for p, q in cells)
                 win = [(p, q) for p, q in cells if float(x[c_i, p, q]) == m]
                 for p, q in win:

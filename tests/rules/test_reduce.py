@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -29,6 +30,18 @@ def test_max_pool_padding_stride_dilation_ceil_conserve() -> None:
         # every output's relevance lands on input elements equal to that output
         assert abs(float(res.input().sum()) - float(res.seed.sum())) < 1e-4 * float(res.seed.sum())
         assert set(torch.unique(y).tolist()) >= set(torch.unique(xi[res.input() > 0]).tolist())
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,ceil", [(3, 2, 1, 1, False), (2, 2, 0, 1, True),
+                                                          (3, 1, 0, 2, False), (3, 2, 1, 2, True)])
+def test_max_pool_general_windows_match_the_loop_reference(k: int, stride: int, padding: int, dilation: int,
+                                                           ceil: bool) -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(-1, 2, (2, 2, 9, 9), generator=gen).float()  # many ties, some windows partly padding
+    res = run_seed(nn.MaxPool2d(k, stride, padding, dilation, ceil_mode=ceil), (x,), random_seed(gen))
+    for b in range(2):
+        want = ref.max_pool_ref(x[b], res.seed[b], k, stride, padding, dilation)
+        assert_close(res.input()[b], want, what=f"maxpool k{k} s{stride} p{padding} d{dilation} ceil {ceil}")
 
 
 class Amax(nn.Module):

@@ -1,20 +1,21 @@
 """Max and selection (RELEVANCE.md 3.2, 7.8): relevance goes to the winning element; ties share equally.
 
-max_pool windows are read as strided views of the (-inf padded) input, the winners of each window are the
-elements equal to the window's output, and the relevance goes back through the adjoint of that view (an exact
-scatter-add). Index-returning ops without a tie-aware form (adaptive max pooling, topk, sort) route to the
+max_pool windows are read one kernel offset at a time as strided views of the (-inf padded) input; the winners
+of each window are the elements equal to the window's output, counted first, then each gets its share added
+back through the same view. Index-returning ops without a tie-aware form (adaptive max pooling, topk, sort) route to the
 indices they return.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._adjoint import vjp_of
 from .contribution import rel_float
 from .registry import RuleContext, aten_op, register
 
@@ -28,7 +29,25 @@ def _tuple(v: Any, nd: int) -> list[int]:
     return v * nd if len(v) == 1 else v
 
 
-def _window_fn(x_shape: torch.Size, out_shape: torch.Size, kw: dict[str, Any], nd: int) -> Any:
+@dataclass(frozen=True)
+class _Windows:
+    """Pooling windows over the last ``nd`` axes, with the (-inf) padding that makes every window full."""
+
+    kernel: list[int]
+    stride: list[int]
+    dilation: list[int]
+    padding: list[int]
+    pads: list[int]  # F.pad order (last axis first): the lower pad is ``padding``, the upper one covers ceil_mode
+
+    def offset_view(self, xp: Tensor, offset: tuple[int, ...], out_shape: torch.Size) -> Tensor:
+        """The element at kernel offset ``offset`` of every window: a strided view shaped like the output."""
+        nd = len(offset)
+        idx = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in
+                    zip(offset, self.dilation, self.stride, out_shape[-nd:]))
+        return xp[(Ellipsis,) + idx]
+
+
+def _windows(x_shape: torch.Size, out_shape: torch.Size, kw: dict[str, Any], nd: int) -> _Windows:
     kernel = _tuple(kw["kernel_size"], nd)
     stride = _tuple(kw.get("stride") or kernel, nd)
     padding = _tuple(kw.get("padding", 0), nd)
@@ -39,27 +58,24 @@ def _window_fn(x_shape: torch.Size, out_shape: torch.Size, kw: dict[str, Any], n
         span = dilation[i] * (kernel[i] - 1) + 1
         need = (out_shape[first + i] - 1) * stride[i] + span
         pads += [padding[i], max(padding[i], need - x_shape[first + i] - padding[i])]
-
-    def windows(x: Tensor) -> Tensor:
-        w = F.pad(x, pads, value=float("-inf"))
-        for i in range(nd):
-            span = dilation[i] * (kernel[i] - 1) + 1
-            w = w.unfold(first + i, span, stride[i])
-            if dilation[i] > 1:
-                w = w[..., :: dilation[i]]
-        return w  # (*lead, *out_spatial, *kernel)
-
-    return windows
+    return _Windows(kernel, stride, dilation, padding, pads)
 
 
-def _share_to_winners(x: Tensor, y: Tensor, r: Tensor, windows: Any, nd: int) -> Tensor:
-    w = windows(x)
-    yb = y.reshape(y.shape + (1,) * nd)
-    win = w == yb
-    dims = tuple(range(-nd, 0))
-    count = win.sum(dim=dims, keepdim=True).clamp(min=1)
-    share = win.to(r.dtype) / count.to(r.dtype) * r.reshape(r.shape + (1,) * nd)
-    return vjp_of(windows, (x,), share)[0]
+def _share_to_winners(x: Tensor, y: Tensor, r: Tensor, win: _Windows) -> Tensor:
+    """R_in_i = sum over the windows w holding i of [x_i == y_w] r_w / (number of winners of w): one pass per
+    kernel offset (a loop over the k kernel positions, each vectorised over every window)."""
+    xp = F.pad(x, win.pads, value=float("-inf"))
+    offsets = list(itertools.product(*[range(k) for k in win.kernel]))
+    count = torch.zeros_like(y)
+    for off in offsets:
+        count += win.offset_view(xp, off, y.shape) == y
+    share = r / count.clamp_(min=1)
+    rp = torch.zeros_like(xp)
+    for off in offsets:
+        view = win.offset_view(rp, off, y.shape)
+        view.add_(share * (win.offset_view(xp, off, y.shape) == y))
+    crop = tuple(slice(p, p + n) for p, n in zip(win.padding, x.shape[-len(win.kernel):]))
+    return rp[(Ellipsis,) + crop]
 
 
 _MAXPOOLS = {aten_op("max_pool1d"): 1, aten_op("max_pool2d"): 2, aten_op("max_pool3d"): 3,
@@ -74,8 +90,7 @@ def max_pool_rule(ctx: RuleContext, r: Any) -> tuple[Any, ...]:
     r = r[0] if isinstance(r, list) else r
     y = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
     x = rel_float(ctx.args[0])
-    windows = _window_fn(x.shape, y.shape, ctx.bound(), nd)
-    return ctx.route({0: _share_to_winners(x, rel_float(y), r, windows, nd)})
+    return ctx.route({0: _share_to_winners(x, rel_float(y), r, _windows(x.shape, y.shape, ctx.bound(), nd))})
 
 
 def _reduce_dims(ctx: RuleContext, x: Tensor) -> tuple[list[int], bool]:
