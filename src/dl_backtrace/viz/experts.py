@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .tokens import _rgb
+from .tokens import _rgb, write_map
 
 __all__ = ["experts_html", "visualize_expert_relevance"]
 
@@ -50,11 +50,7 @@ def experts_html(experts: dict[str, Any], example: int = 0) -> str:
 def visualize_expert_relevance(experts: dict[str, Any], output_path: str | Path = "experts.html",
                                example: int = 0) -> Path:
     """Write the layers x experts map of ``expert_relevance()`` (HTML, or PNG by suffix)."""
-    path = Path(output_path)
-    if path.suffix.lower() == ".png":
-        return _png(experts, path, example)
-    path.write_text(f"<!doctype html><meta charset='utf-8'><body>{experts_html(experts, example)}</body>")
-    return path
+    return write_map(output_path, lambda: experts_html(experts, example), lambda p: _png(experts, p, example))
 
 
 def _png(experts: dict[str, Any], path: Path, example: int) -> Path:

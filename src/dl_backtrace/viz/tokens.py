@@ -4,6 +4,7 @@ steps map. Colours: red for positive relevance, blue for negative, intensity by 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,19 @@ def generation_html(trace: list[dict[str, Any]], example: int = 0) -> str:
             f'tokens</th></tr>{"".join(rows)}</table>')
 
 
+def write_map(output_path: str | Path, page: Callable[[], str], png: Callable[[Path], Path]) -> Path:
+    """Write a map as PNG when the path ends in .png, else as an HTML page around ``page()``."""
+    path = Path(output_path)
+    if path.suffix.lower() == ".png":
+        return png(path)
+    path.write_text(f"<!doctype html><meta charset='utf-8'><body>{page()}</body>")
+    return path
+
+
 def visualize_tokenwise_relevance_map(trace: list[dict[str, Any]], output_path: str | Path = "token_map.html",
                                       example: int = 0) -> Path:
     """Write the tokens x steps map of a generation's ``relevance_trace`` (HTML, or PNG by suffix)."""
-    path = Path(output_path)
-    if path.suffix.lower() == ".png":
-        return _png(trace, path, example)
-    path.write_text(f"<!doctype html><meta charset='utf-8'><body>{generation_html(trace, example)}</body>")
-    return path
+    return write_map(output_path, lambda: generation_html(trace, example), lambda p: _png(trace, p, example))
 
 
 def _png(trace: list[dict[str, Any]], path: Path, example: int) -> Path:
