@@ -44,9 +44,10 @@ def grouped_mm(x: Tensor, w: Tensor, offs: Tensor) -> Tensor:
 
 
 def _supported(node: torch.fx.Node) -> bool:
-    """The 2-D input x 3-D weight form with offsets, no bias (the MoE form)."""
+    """The 2-D input x 3-D weight form with offsets, no bias or output dtype (the MoE form)."""
     args = node.args
-    if len(args) < 3 or args[2] is None or node.kwargs.get("bias") is not None or len(args) > 3:
+    extra = list(args[3:]) + list(node.kwargs.values())
+    if len(args) < 3 or args[2] is None or any(v is not None for v in extra):
         return False
     vals = [getattr(a, "meta", {}).get("val") for a in args[:2]]
     return all(isinstance(v, torch.Tensor) for v in vals) and vals[0].dim() == 2 and vals[1].dim() == 3
