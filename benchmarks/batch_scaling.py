@@ -7,7 +7,6 @@ and the time of a second input of the same shape against the first call (which t
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -16,16 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dl_backtrace.pytorch_backtrace import DLBacktrace  # noqa: E402
-from models import MODELS, build  # noqa: E402
-
-
-def _median(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from models import MODELS, build, median_time  # noqa: E402
 
 
 def bench(name: str, batch: int, runs: int) -> dict[str, float]:
@@ -45,7 +35,7 @@ def bench(name: str, batch: int, runs: int) -> dict[str, float]:
 
     one()
     many()  # traces the batch shape once
-    t1, tb = _median(one, runs), _median(many, runs)
+    t1, tb = median_time(one, runs), median_time(many, runs)
     return {"trace_s": trace_s, "one_ms": t1 * 1e3, "batch_ms": tb * 1e3, "ratio": tb / t1}
 
 

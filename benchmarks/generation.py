@@ -10,25 +10,14 @@ token explained, and the cost of one explained token as a multiple of one forwar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dl_backtrace.pytorch_backtrace import DLBacktrace  # noqa: E402
-from models import MODELS, build  # noqa: E402
-
-
-def _time(fn, runs: int) -> float:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from models import MODELS, build, median_time  # noqa: E402
 
 
 def bench(name: str, new_tokens: int, prompt: int, runs: int) -> dict[str, float]:
@@ -52,7 +41,7 @@ def bench(name: str, new_tokens: int, prompt: int, runs: int) -> dict[str, float
         with torch.no_grad():
             return model(input_ids=full, attention_mask=torch.ones_like(full), use_cache=False)
 
-    t_plain, t_exp, t_fwd = _time(plain, runs), _time(explained, runs), _time(forward, max(runs, 3))
+    t_plain, t_exp, t_fwd = median_time(plain, runs), median_time(explained, runs), median_time(forward, max(runs, 3))
     per_token = (t_exp - t_plain) / new_tokens
     return {"plain_tps": new_tokens / t_plain, "explained_tps": new_tokens / t_exp, "forward_ms": t_fwd * 1e3,
             "per_token_ms": per_token * 1e3, "per_token_x_forward": per_token / t_fwd}

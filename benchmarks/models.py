@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +84,16 @@ MODELS: dict[str, Callable[[], Case]] = {
 def build(name: str, seed: int = 0) -> Case:
     torch.manual_seed(seed)
     return MODELS[name]()
+
+
+def median_time(fn: Callable[[], Any], runs: int) -> float:
+    """Median wall time of ``fn()`` over ``runs`` calls, in seconds."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def logits(out: Any) -> torch.Tensor:
