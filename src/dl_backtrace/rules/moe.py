@@ -35,9 +35,10 @@ def _block_sizes(offs: Tensor, rows: int) -> list[int]:
     return sizes + [rows - int(sum(sizes))]
 
 
-def grouped_mm(x: Tensor, w: Tensor, offs: Tensor) -> Tensor:
-    """``out[s] = x[s] @ w[e]`` for the rows ``s`` of expert ``e``; ``x`` (S, I), ``w`` (E, I, O)."""
-    blocks = x.split(_block_sizes(offs, x.shape[0]))
+def grouped_mm(x: Tensor, w: Tensor, offs: Tensor | list[int]) -> Tensor:
+    """``out[s] = x[s] @ w[e]`` for the rows ``s`` of expert ``e``; ``x`` (S, I), ``w`` (E, I, O). ``offs``: the
+    cumulative row counts, or the block sizes from :func:`_block_sizes` (read once, reused)."""
+    blocks = x.split(offs if isinstance(offs, list) else _block_sizes(offs, x.shape[0]))
     outs = [xs @ w[e] for e, xs in enumerate(blocks[:-1])]
     outs.append(blocks[-1].new_zeros(blocks[-1].shape[0], w.shape[-1]))
     return torch.cat(outs)
@@ -56,7 +57,8 @@ def _supported(node: torch.fx.Node) -> bool:
 @register(aten_op("_grouped_mm"), GROUPED_FALLBACK, family="contribution", paired=True,
           routes=lambda n: (0, 1), supports=_supported)
 def grouped_mm_rule(ctx: RuleContext, r: Any) -> Flow:
-    w, offs = ctx.args[1], ctx.args[2]
+    w = ctx.args[1]
+    offs = _block_sizes(ctx.args[2], ctx.args[0].shape[0])  # one host read per rule call, not one per product
     op = lambda a, b: grouped_mm(a, b, offs)  # noqa: E731
     adj_x = lambda g, c: grouped_mm(g, c.mT, offs)  # noqa: E731
     adj_w = lambda g, a: vjp_of(lambda t: grouped_mm(a, t, offs), (torch.zeros_like(w, dtype=g.dtype),), g)[0]  # noqa: E731
