@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.fx import Node
 
+from .analysis import node_location
 from .engine import Run
 from .results import Relevance
 from .rules.moe import GROUPED_FALLBACK
@@ -76,8 +77,7 @@ def _is_grouped(n: Node) -> bool:
 
 
 def _module_path(n: Node) -> str:
-    stack = n.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else ""
+    return node_location(n)[0]
 
 
 def _weighted_rows(last: Node) -> Node:
