@@ -18,20 +18,27 @@ from dl_backtrace.pytorch_backtrace import DLBacktrace  # noqa: E402
 from models import MODELS, build, median_time  # noqa: E402
 
 
-def bench(name: str, batch: int, runs: int) -> dict[str, float]:
+def bench(name: str, batch: int, runs: int, device: str = "cpu") -> dict[str, float]:
     model, inputs, task = build(name)
+    model = model.to(device)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     big = {k: v.repeat(batch, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
     t0 = time.perf_counter()
-    dlb = DLBacktrace(model, inputs)
+    dlb = DLBacktrace(model, inputs, device=device)
     trace_s = time.perf_counter() - t0
 
+    def explain(x: dict[str, torch.Tensor]) -> object:
+        dlb.predict(**x)
+        out = dlb.evaluation(task=task, device=None)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return out
+
     def one() -> object:
-        dlb.predict(**inputs)
-        return dlb.evaluation(task=task, device=None)
+        return explain(inputs)
 
     def many() -> object:
-        dlb.predict(**big)
-        return dlb.evaluation(task=task, device=None)
+        return explain(big)
 
     one()
     many()  # traces the batch shape once
@@ -45,13 +52,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # a benchmark setting, never done by the library
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, median of {args.runs}\n")
+    print(f"torch {torch.__version__}, device {args.device}, CPU threads {torch.get_num_threads()}, "
+          f"median of {args.runs}\n")
     print(f"| model | trace s (once) | explain 1 ms | explain {args.batch} ms | ratio (target <= {args.batch}) |")
     print("|---|---:|---:|---:|---:|")
     for name in args.models:
-        r = bench(name, args.batch, args.runs)
+        r = bench(name, args.batch, args.runs, args.device)
         print(f"| {name} | {r['trace_s']:.1f} | {r['one_ms']:.1f} | {r['batch_ms']:.1f} | {r['ratio']:.2f}x |",
               flush=True)
 

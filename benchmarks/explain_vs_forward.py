@@ -110,7 +110,8 @@ def memory(name: str, device: torch.device, dtype: torch.dtype) -> dict[str, flo
             "mem_grad_mb": peak_extra_bytes(grad, device) / mib}
 
 
-def bench(name: str, runs: int, device: torch.device, dtype: torch.dtype, with_memory: bool) -> dict[str, float]:
+def bench(name: str, runs: int, device: torch.device, dtype: torch.dtype, with_memory: bool,
+          precision: str = "fp32") -> dict[str, float]:
     model, inputs, task = build(name)
     model = model.to(device=device, dtype=dtype)
     inputs = {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
@@ -124,7 +125,7 @@ def bench(name: str, runs: int, device: torch.device, dtype: torch.dtype, with_m
 
     def explain() -> object:
         dlb.predict(**inputs)
-        return dlb.evaluation(task=task, device=None)
+        return dlb.evaluation(task=task, device=None, precision=precision)
 
     fns = {"forward": forward, "grad": _grad_x_input(model, inputs), "explain": explain}
     for fn in fns.values():  # warm-up (also builds the |W| caches)
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--memory", action="store_true", help="also measure peak extra memory")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fast"], help="relevance products (GPU: TF32)")
     ap.add_argument("--_memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # a benchmark setting, never done by the library
@@ -156,13 +158,14 @@ def main() -> None:
     if args._memory:
         print(json.dumps(memory(args._memory, device, dtype)))
         return
-    print(f"torch {torch.__version__}, device {device}, dtype {args.dtype}, threads {torch.get_num_threads()}, "
+    print(f"torch {torch.__version__}, device {device}, dtype {args.dtype}, precision {args.precision}, "
+          f"threads {torch.get_num_threads()}, "
           f"median of {args.runs} interleaved runs after a warm-up\n")
     head = "| model | forward ms | grad x input ms | predict+evaluation ms | / forward | / grad x input |"
     print(head + (" lean explain MiB | full explain MiB | autograd MiB |" if args.memory else ""))
     print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.memory else ""))
     for name in args.models:
-        r = bench(name, args.runs, device, dtype, args.memory)
+        r = bench(name, args.runs, device, dtype, args.memory, args.precision)
         mem = (f" {r['mem_lean_mb']:.0f} | {r['mem_full_mb']:.0f} | {r['mem_grad_mb']:.0f} |"
                if args.memory else "")
         print(f"| {name} | {r['forward_ms']:.1f} | {r['grad_ms']:.1f} | {r['explain_ms']:.1f} | "

@@ -88,16 +88,18 @@ class DLBacktrace:
 
     def evaluation(self, mode: str = "default", multiplier: float = 100.0, scaler: float | None = None,
                    thresholding: float = 0.5, task: str | None = None, target: Any = None,
-                   device: str | torch.device | None = "cpu") -> Relevance:
+                   device: str | torch.device | None = "cpu", precision: str = "fp32") -> Relevance:
         """Relevance of every node for the last :meth:`predict`, seeded per ``task`` (see RELEVANCE.md).
 
         Returns a :class:`~dl_backtrace.results.Relevance`: node name -> tensor (contrast mode: a
         ``Pair(positive, negative)`` with ``.net``), inputs under their argument names, ``"output"`` the seed;
         ``.bias_sinks`` and ``.conservation_error`` as attributes. Tensors are on ``device`` (CPU by default;
-        None keeps them where they were computed)."""
+        None keeps them where they were computed). ``precision="fp32"`` (default) computes the relevance
+        products in strict IEEE fp32 on every device; ``"fast"`` lets a GPU use TF32."""
         if self._run is None:
             raise DLBacktraceError("call predict(inputs) before evaluation()")
-        res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding)
+        res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding,
+                                  precision=precision)
         self._last = res.to(device) if device is not None else res
         return self._last
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 from .analysis import Analysis, analyse, node_location
 from .errors import TraceError, UnsupportedOp, UnsupportedOpError
 from .execute import Execution, execute, recording_module
+from .precision import canonical_precision, numerics
 from .propagate import propagate
 from .results import Relevance
 from .rules._cache import DerivedCache
@@ -21,9 +23,35 @@ from .rules.registry import Pair
 from .seeds import canonical_task, make_seed
 from .trace import Traced, bind_inputs, constants_of, flatten_inputs, trace
 
-__all__ = ["Engine", "Program", "Run", "resolve_device", "infer_task"]
+__all__ = ["Engine", "Program", "Run", "resolve_device", "same_device", "move_program", "infer_task"]
 
 log = logging.getLogger(__name__)
+
+try:  # torch >= 2.6 ships the pass; the submodule must be imported (``torch.export.passes`` is not an attribute)
+    from torch.export.passes import move_to_device_pass as _move_pass
+except ImportError:  # pragma: no cover - older torch: re-export on a moved copy (see Engine._build)
+    _move_pass = None
+
+
+def _canonical(dev: torch.device) -> torch.device:
+    """``cuda`` and ``cuda:0`` name the same device when 0 is the current one; compare them as equal."""
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    return dev
+
+
+def same_device(a: str | torch.device, b: str | torch.device) -> bool:
+    return _canonical(torch.device(a)) == _canonical(torch.device(b))
+
+
+def move_program(program: torch.export.ExportedProgram, device: torch.device) -> torch.export.ExportedProgram:
+    """The exported program with its parameters, buffers and constants on ``device``."""
+    if _move_pass is None:
+        raise TraceError(f"this torch ({torch.__version__}) cannot move an exported program; move the model to "
+                         f"{device} yourself before explaining it")
+    return _move_pass(program, device)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -35,12 +63,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device=%r was asked for but CUDA is not available here; running on the CPU", str(device))
+        warnings.warn(f"device={str(device)!r} was asked for but CUDA is not available here; running on the CPU",
+                      RuntimeWarning, stacklevel=3)
         return torch.device("cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        log.warning("device='mps' is not available here; running on the CPU")
+        warnings.warn("device='mps' is not available here; running on the CPU", RuntimeWarning, stacklevel=3)
         return torch.device("cpu")
-    return dev
+    return _canonical(dev)
 
 
 def infer_task(y: Tensor) -> str:
@@ -81,7 +110,7 @@ class Run:
 
 def _model_device(model: torch.nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
+        return _canonical(t.device)
     return torch.device("cpu")
 
 
@@ -107,7 +136,7 @@ class Engine:
         args = tuple(_to(a, home) for a in args)
         kwargs = {k: _to(v, home) for k, v in kwargs.items()}
         traced = trace(self.model, args, kwargs, self.dynamic_shapes)
-        if home != self.device:
+        if not same_device(home, self.device):
             traced = self._move(traced)
         a = analyse(traced.graph, {n.name for n in traced.user_nodes}, traced.output_node, self.passthrough)
         cacheable = {n for n in traced.graph.nodes if n.op == "placeholder" and n.name in traced.constants}
@@ -118,7 +147,7 @@ class Engine:
         return prog
 
     def _move(self, traced: Traced) -> Traced:
-        traced.program = torch.export.passes.move_to_device_pass(traced.program, self.device)
+        traced.program = move_program(traced.program, self.device)
         traced.constants = constants_of(traced.program)
         return traced
 
@@ -143,8 +172,9 @@ class Engine:
         return prog
 
     def run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, temperature: float = 1.0,
-            lean: bool = False) -> Run:
-        """Execute the traced graph. ``lean`` records only the values the rules read (no node_io)."""
+            lean: bool = False, precision: str = "fp32") -> Run:
+        """Execute the traced graph. ``lean`` records only the values the rules read (no node_io);
+        ``precision`` "fp32" runs fp32 products in strict IEEE fp32, "fast" lets GPUs use TF32."""
         if temperature is None or float(temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         bound = bind_inputs(self.program.traced.signature, args, dict(kwargs or {}))
@@ -162,13 +192,15 @@ class Engine:
         gm = prog.traced.program.graph_module
         if lean and prog.lean_recorder is None:
             prog.lean_recorder = recording_module(gm, prog.analysis.needed)
-        ex = execute(gm, _placeholders(prog), feed, prog.lean_recorder if lean else prog.recorder)
+        with numerics(precision):
+            ex = execute(gm, _placeholders(prog), feed, prog.lean_recorder if lean else prog.recorder)
         return Run(prog, ex, {name: flat[name] for name in names}, float(temperature))
 
     def explain(self, run: Run, task: str | None = None, target: Any = None, mode: str = "default",
                 multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
-                keep_nodes: bool = True, free_values: bool = False) -> Relevance:
+                keep_nodes: bool = True, free_values: bool = False, precision: str = "fp32") -> Relevance:
         mode = _canonical_mode(mode)
+        precision = canonical_precision(precision)
         y = rel_float(run.output)
         if task is None:
             task = infer_task(y)
@@ -176,7 +208,7 @@ class Engine:
         positions = _last_tokens(run, y) if canonical_task(task) == "generation" else None
         seed = make_seed(y, task, target, multiplier, scaler, thresholding, mode == "contrast", positions)
         prog = run.program
-        with torch.no_grad():
+        with torch.no_grad(), numerics(precision):
             prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache, keep_nodes, free_values)
         return _collect(prog, run, prop, seed, mode, task, target)
 

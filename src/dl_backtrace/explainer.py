@@ -26,14 +26,17 @@ class Explainer:
 
     def attribute(self, *inputs: Any, target: Any = None, mode: str = "default", task: str | None = None,
                   multiplier: float = 100.0, scaler: float | None = None, thresholding: float = 0.5,
-                  temperature: float = 1.0, nodes: bool = True, **kw_inputs: Any) -> Relevance:
+                  temperature: float = 1.0, nodes: bool = True, precision: str = "fp32",
+                  **kw_inputs: Any) -> Relevance:
         """Explain one batch. ``res.input_relevance`` is shaped like the input (a dict for several inputs).
 
         ``nodes=False`` returns only the inputs' relevance and frees every activation as soon as the backward
-        walk has used it: the lean setting for large models (peak memory about that of one autograd backward)."""
-        run = self.engine.run(inputs, kw_inputs, temperature, lean=not nodes)
+        walk has used it: the lean setting for large models (peak memory about that of one autograd backward).
+        ``precision="fp32"`` (default) computes in strict IEEE fp32 on every device; ``"fast"`` lets a GPU use
+        TF32 for the forward and the relevance products (conservation is reported either way)."""
+        run = self.engine.run(inputs, kw_inputs, temperature, lean=not nodes, precision=precision)
         return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding,
-                                   keep_nodes=nodes, free_values=not nodes)
+                                   keep_nodes=nodes, free_values=not nodes, precision=precision)
 
     __call__ = attribute
 
