@@ -71,3 +71,74 @@ def test_random_graphs_conserve_and_batch_equals_single(case: tuple[RandomNet, t
         for a, c in zip(streams(rel["x"]), streams(one["x"])):
             tol = 1e-5 * max(float(c.abs().max()), 1e-3)
             assert torch.allclose(a[b], c[0], atol=tol)
+
+
+def _extreme(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Inputs at the edges of float32: subnormal (1e-39), huge (1e30) and mixed scales in one example."""
+    if kind == "subnormal":
+        return x * 1e-39
+    if kind == "huge":
+        return x * 1e30
+    scales = torch.tensor([1e-37, 1.0, 1e25, 1e-40, 3e3, 1e-20])
+    return x * scales[torch.arange(x.shape[-1]) % len(scales)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nets(), st.sampled_from(["default", "contrast"]), st.sampled_from(["subnormal", "huge", "mixed"]))
+def test_extreme_value_scales_stay_finite_and_conserve(case: tuple[RandomNet, torch.Tensor], mode: str,
+                                                       kind: str) -> None:
+    net, x = case
+    x = _extreme(x, kind)
+    y = net(x)
+    if not torch.isfinite(y).all():  # the model itself overflowed: nothing to explain
+        return
+    dlb = DLBacktrace(net, (x,))
+    dlb.predict(x)
+    rel = dlb.evaluation(mode=mode, task="classification")
+    assert rel.non_finite is None
+    for v in rel.values():
+        for t in ([v.positive, v.negative] if mode == "contrast" else [v]):
+            assert torch.isfinite(t).all()
+    assert rel.conservation_error <= 1e-4
+
+
+def test_subnormal_pools_in_contrast_mode_are_finite() -> None:
+    """The two cases the real-use probe found: a subnormal input through Linear -> Linear, and a sigmoid output
+    of ~6e-39 (its pre-activation far below the range), in both modes."""
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 2)).eval()
+    sig = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 3)).eval()
+    with torch.no_grad():
+        sig[0].weight.fill_(1.0)
+        sig[0].bias.fill_(-88.0)
+    for net, x in ((lin, torch.tensor([[1e-37, 1.0]])), (sig, torch.tensor([[0.1, 0.2, 0.3]]))):
+        for mode in ("default", "contrast"):
+            dlb = DLBacktrace(net, (x,))
+            dlb.predict(x)
+            rel = dlb.evaluation(mode=mode, task="classification")
+            r_in = rel.input_relevance
+            streams = [r_in.positive, r_in.negative] if mode == "contrast" else [r_in]
+            assert all(bool(torch.isfinite(t).all()) for t in streams), (mode, streams)
+            assert rel.conservation_error <= 1e-5
+
+
+def test_nan_is_surfaced_never_hidden() -> None:
+    """A NaN weight on the path: conservation_error is NaN in both modes and a warning names the node."""
+    import math
+    import warnings
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[0].weight[1, 1] = float("nan")
+    x = torch.randn(1, 3)
+    dlb = DLBacktrace(net, (x,))
+    dlb.predict(x)
+    for mode in ("default", "contrast"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rel = dlb.evaluation(mode=mode, task="classification", target=0)
+        assert math.isnan(rel.conservation_error)
+        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert len(messages) == 1 and "not finite" in messages[0]
+        assert rel.non_finite is not None
+        assert "node" in rel.non_finite or "seed" in rel.non_finite

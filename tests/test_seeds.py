@@ -60,3 +60,32 @@ def test_task_spellings_and_errors() -> None:
         canonical_task("detection")
     with pytest.raises(ValueError, match="per example"):
         make_seed(torch.randn(3, 2), "classification", target=[0, 1])
+
+
+def test_targets_are_validated_with_the_valid_range() -> None:
+    import pytest
+
+    from dl_backtrace.seeds import make_seed
+
+    y = torch.randn(2, 4)
+    for bad, msg in ((-1, r"0\.\.3"), (4, r"0\.\.3"), (99, r"0\.\.3"), (3.7, "integer"), (True, "integer"),
+                     ("2", "integer"), ([1, -1], r"0\.\.3"), (torch.tensor([0.5, 1.0]), "integer"),
+                     ((5,), "outside")):
+        with pytest.raises(ValueError, match=msg):
+            make_seed(y, "classification", bad)
+    assert float(make_seed(y, "classification", 3)[0, 3]) == 100.0  # the last valid class is accepted
+    seg = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        make_seed(seg, "segmentation", 3)
+    with pytest.raises(ValueError, match="finite"):
+        make_seed(y, "classification", 1, multiplier=float("nan"))
+
+
+def test_contrast_seed_with_a_subnormal_target_value_is_finite() -> None:
+    from dl_backtrace.seeds import make_seed
+
+    y = torch.tensor([[6e-39, 3e-39, -1e-39]])
+    seed = make_seed(y, "classification", 0, contrast=True)
+    assert torch.isfinite(seed.negative).all()
+    # R- = value * y_k / |y_t| (RELEVANCE.md section 4), computed as a ratio
+    torch.testing.assert_close(seed.negative, torch.tensor([[0.0, 50.0, -100.0 / 6]]), rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -175,16 +176,16 @@ class Engine:
             lean: bool = False, precision: str = "fp32") -> Run:
         """Execute the traced graph. ``lean`` records only the values the rules read (no node_io);
         ``precision`` "fp32" runs fp32 products in strict IEEE fp32, "fast" lets GPUs use TF32."""
-        if temperature is None or float(temperature) <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        _check_temperature(temperature)
         bound = bind_inputs(self.program.traced.signature, args, dict(kwargs or {}))
-        bound = {k: _to(v, self.device) for k, v in bound.items()}
+        bound = {k: _to(_as_tensor_input(k, v), self.device) for k, v in bound.items()}
         prog = self.program_for(bound)
         flat = flatten_inputs(bound)
         names = prog.traced.input_names
         if set(flat) != set(names):
             raise TraceError(f"the model was traced with inputs {names}, got {sorted(flat)}; pass the same inputs "
                              "as input_for_graph")
+        _check_finite(flat)
         feed = dict(prog.feed)
         feed.update({n.name: flat[name] for n, name in zip(prog.traced.user_nodes, names)})
         if prog.analysis.unsupported and not self.passthrough:
@@ -210,7 +211,31 @@ class Engine:
         prog = run.program
         with torch.no_grad(), numerics(precision):
             prop = propagate(prog.analysis, run.execution, seed, mode, prog.cache, keep_nodes, free_values)
-        return _collect(prog, run, prop, seed, mode, task, target)
+            res = _collect(prog, run, prop, seed, mode, task, target)
+            _surface_non_finite(res, prog, prop)
+        return res
+
+
+def _check_temperature(temperature: Any) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if not math.isfinite(float(temperature)) or float(temperature) <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
+def _as_tensor_input(name: str, v: Any) -> Any:
+    """numpy arrays are the common mistake: say how to convert them instead of failing inside torch.export."""
+    if type(v).__module__ == "numpy" and hasattr(v, "shape"):
+        raise TypeError(f"input {name!r} is a numpy array; convert it with torch.as_tensor({name})")
+    return v
+
+
+def _check_finite(flat: Mapping[str, Tensor]) -> None:
+    for name, v in flat.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"input {name!r} holds {bad} NaN/inf value(s); relevance of a non-finite input is "
+                             "undefined: clean the input first")
 
 
 def _last_tokens(run: Run, y: Tensor) -> Tensor | None:
@@ -220,6 +245,33 @@ def _last_tokens(run: Run, y: Tensor) -> Tensor | None:
         return None
     idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask != 0, idx, torch.full_like(idx, -1)).amax(1).clamp(min=0).cpu()
+
+
+def _finite(v: Any) -> Tensor:
+    if isinstance(v, Pair):
+        return torch.isfinite(v.positive).all() & torch.isfinite(v.negative).all()
+    return torch.isfinite(v).all() if isinstance(v, Tensor) else torch.tensor(True)
+
+
+def _surface_non_finite(res: Relevance, prog: Program, prop: Any) -> None:
+    """NaN/inf anywhere in the seed, the inputs' relevance or the sinks is never hidden: the result's
+    conservation error becomes NaN and a warning names the first node (in walk order) where it appeared."""
+    parts = [res.seed, *res.inputs.values(), *res.bias_sinks.values()]
+    if bool(torch.stack([_finite(v).to("cpu") for v in parts]).all()):
+        return
+    res.non_finite = "the seed (the model output is not finite)" if not bool(_finite(res.seed)) else None
+    for node in reversed(prog.analysis.order):
+        if res.non_finite is not None:
+            break
+        for kind, v in (("relevance", prop.relevance.get(node)), ("bias sink", prop.sinks.get(node))):
+            if v is not None and not bool(_finite(v)):
+                where = prog.modules.get(node.name, "") if prog.modules else ""
+                res.non_finite = f"the {kind} of node {node.name!r}" + (f" (module {where})" if where else "")
+                break
+    if res.non_finite is None:
+        res.non_finite = "an input's relevance (node relevance was not kept: explain with nodes=True to locate it)"
+    warnings.warn(f"relevance is not finite: the first NaN/inf appeared in {res.non_finite}; "
+                  "conservation_error is NaN", RuntimeWarning, stacklevel=4)
 
 
 def _placeholders(prog: Program) -> list[Any]:

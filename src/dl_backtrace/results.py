@@ -6,6 +6,7 @@ In default mode each value is a tensor shaped like the node's output. In contras
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ def conservation_error(seed: Any, inputs: dict[str, Any], sinks: dict[str, Any],
     seed's signed total is ~0, e.g. a negative stream of mixed-sign logits)."""
     s = _total(seed, stream)
     rest = sum(_total(v, stream) for v in inputs.values()) + sum(_total(v, stream) for v in sinks.values())
+    if not (math.isfinite(s) and math.isfinite(rest)):
+        return math.nan
     den = abs(s)
     if den <= 1e-12 * max(_abs_total(seed, stream), 1e-300):
         den = _abs_total(seed, stream)
@@ -63,6 +66,9 @@ class Relevance(dict):
         self.task = task
         self.target = target
         self.tokens = tokens
+        self.non_finite: str | None = None  # where the first NaN/inf appeared, if any (set by the engine)
+        self.modules: dict[str, str] = {}  # node name -> module path (set by the engine)
+        self.metadata: dict[str, str] = {}  # a loaded file's metadata
         self._errors: tuple[float, ...] | None = None
 
     @property
@@ -76,8 +82,10 @@ class Relevance(dict):
 
     @property
     def conservation_error(self) -> float:
-        """|sum seed - sum input relevance - sum sinks| / |sum seed| (the max over streams in contrast mode)."""
-        return max(self.conservation_errors)
+        """|sum seed - sum input relevance - sum sinks| / |sum seed| (the max over streams in contrast mode;
+        NaN when any stream's is: a NaN is never hidden behind the other stream)."""
+        errors = self.conservation_errors
+        return math.nan if any(math.isnan(e) for e in errors) else max(errors)
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -93,7 +101,7 @@ class Relevance(dict):
         out = Relevance({k: _to(v, device) for k, v in self.items()}, self.input_names,
                         {k: _to(v, device) for k, v in self.bias_sinks.items()}, _to(self.seed, device),
                         self.mode, self.task, self.target, self.tokens)
-        out.modules = getattr(self, "modules", {})
+        out.modules, out.non_finite, out.metadata = self.modules, self.non_finite, self.metadata
         return out
 
     def _repr_html_(self) -> str:

@@ -12,6 +12,8 @@ c' (1 - y) on the selected ones, c' = value / sum of the selected y.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -41,17 +43,52 @@ def canonical_task(task: str) -> str:
     return TASKS[key]
 
 
+def _index(t: Any) -> int:
+    """An integer index (Python, numpy or 0-d integer tensor); bools, floats and strings are refused."""
+    if isinstance(t, Tensor) and t.dim() == 0 and not t.is_floating_point() and t.dtype != torch.bool:
+        return int(t)
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise ValueError(f"target must be an integer index (or a per-example list / index tuple of them), got "
+                         f"{t!r} ({type(t).__name__})")
+    return int(t)
+
+
 def _per_example(target: Any, batch: int) -> list[Any]:
     """One target per example: None, an int class/unit, or an index tuple."""
-    if target is None or isinstance(target, (int, tuple)):
-        return [target] * batch
+    if target is None:
+        return [None] * batch
+    if isinstance(target, tuple):
+        return [tuple(_index(i) for i in target)] * batch
     if isinstance(target, Tensor):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(f"a target tensor must hold integer indices, got dtype {target.dtype}")
         target = target.reshape(-1).tolist() if target.dim() <= 1 else [tuple(t) for t in target.tolist()]
-    target = list(target)
+    if not isinstance(target, (list, range)):
+        return [_index(target)] * batch
     if len(target) != batch:
         raise ValueError(f"target has {len(target)} entries for a batch of {batch}; give one per example, "
                          "one int for all, or an index tuple")
-    return [tuple(int(i) for i in t) if isinstance(t, (tuple, list)) else int(t) for t in target]
+    return [tuple(_index(i) for i in t) if isinstance(t, (tuple, list)) else _index(t) for t in target]
+
+
+def _check_range(targets: list[Any], y: Tensor, kind: str) -> None:
+    """Every target inside the output: a class in [0, C) on the class axis, an index tuple inside one
+    example's output. Negative indices are refused (they would silently explain the last class)."""
+    if kind == "segmentation":
+        classes = y.shape[1] if y.dim() >= 4 else 1
+    else:
+        classes = y.shape[-1]
+    for t in targets:
+        if t is None:
+            continue
+        if isinstance(t, tuple):
+            dims = tuple(y.shape[1:])
+            if len(t) != len(dims) or any(not 0 <= i < d for i, d in zip(t, dims)):
+                raise ValueError(f"target index {t} is outside one example's output of shape {dims} "
+                                 "(indices start at 0; negative ones are not accepted)")
+        elif not 0 <= t < classes:
+            raise ValueError(f"target {t} is out of range: this output has {classes} classes/units, so the "
+                             f"target must be in 0..{classes - 1}")
 
 
 def _contrast_row(row: Tensor, k: int, value: float) -> tuple[Tensor, Tensor]:
@@ -59,10 +96,11 @@ def _contrast_row(row: Tensor, k: int, value: float) -> tuple[Tensor, Tensor]:
     pos = torch.zeros_like(row)
     pos[k] = value
     y_t = float(row[k])
-    c = value / abs(y_t) if y_t != 0 else 0.0
     if row.numel() == 1:
-        return pos, torch.full_like(row, c * (1.0 - y_t) if y_t < 1 else 0.0)
-    neg = c * row
+        neg = value * ((1.0 - y_t) / abs(y_t)) if 0 != y_t < 1 else 0.0
+        return pos, torch.full_like(row, min(neg, torch.finfo(row.dtype).max))
+    # value * (y_k / |y_t|), not (value / |y_t|) * y_k: a subnormal y_t must not overflow c to inf
+    neg = value * (row / abs(y_t)) if y_t != 0 else torch.zeros_like(row)
     neg[k] = 0.0
     return pos, neg
 
@@ -104,10 +142,11 @@ def _token_classification(y: Tensor, targets: list[Any], value: float, contrast:
     pos = torch.zeros_like(y).scatter_(-1, cls[..., None], v[..., None])
     if not contrast:
         return pos
-    c = torch.where(chosen != 0, v / chosen.abs().clamp(min=torch.finfo(y.dtype).tiny), torch.zeros_like(v))
-    if y.shape[-1] == 1:
-        return Pair(pos, torch.where(y < 1, c[..., None] * (1.0 - y), torch.zeros_like(y)))
-    neg = (c[..., None] * y).scatter_(-1, cls[..., None], 0.0)
+    inv = torch.where(chosen != 0, 1.0 / chosen.abs().clamp(min=torch.finfo(y.dtype).tiny), torch.zeros_like(v))
+    if y.shape[-1] == 1:  # v (1 - y) / |y_t|, ratio first so a tiny y_t does not overflow
+        neg1 = v[..., None] * ((1.0 - y) * inv[..., None]).clamp(max=torch.finfo(y.dtype).max / max(value, 1.0))
+        return Pair(pos, torch.where(y < 1, neg1, torch.zeros_like(y)))
+    neg = (v[..., None] * (y * inv[..., None])).scatter_(-1, cls[..., None], 0.0)
     return Pair(pos, neg)
 
 
@@ -148,10 +187,13 @@ def make_seed(y: Tensor, task: str, target: Any = None, multiplier: float = 100.
     ``positions`` (one per example) replaces the last position, e.g. the last non-padding token."""
     kind = canonical_task(task)
     value = float(multiplier) * (float(scaler) if scaler else 1.0)
+    if not math.isfinite(value):
+        raise ValueError(f"multiplier * scaler must be a finite number, got {multiplier!r} * {scaler!r}")
     y = y.detach()
     shape = y.shape
     y = y[:, None] if y.dim() == 1 else y
     targets = _per_example(target, y.shape[0])
+    _check_range(targets, y, kind)
     if kind in ("classification", "regression"):
         if y.dim() > 2 and not all(isinstance(t, tuple) for t in targets):
             raise ValueError(f"task {task!r} expects a [B, C] output, got {tuple(shape)}; use task="

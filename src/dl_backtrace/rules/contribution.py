@@ -36,8 +36,11 @@ def rel_float(t: Tensor) -> Tensor:
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """num / den for a non-negative pool ``den``: 0 where den == 0, and den floored (see :func:`_floor`) so a
+    subnormal pool cannot make the factor infinite (1 / 1e-39 overflows float32). Callers that floor put the
+    remainder R - factor * den in the sink, so relevance stays conserved."""
     zero = den == 0
-    return (num / torch.where(zero, torch.ones_like(den), den)).masked_fill(zero, 0.0)
+    return (num / den.clamp_min(_floor(den))).masked_fill(zero, 0.0)
 
 
 def _floor(t: Tensor) -> float:
@@ -114,8 +117,13 @@ def contrast_factors(rp: Tensor, rn: Tensor, terms: Terms) -> tuple[tuple[Tensor
     a_neg = (rn * inv_p) * (only_p | crossed)  # - stream, positive contributions
     b_neg = (rn * inv_n) * (only_n | straight)  # - stream, negative contributions
     flows = only_p | only_n | straight | crossed
-    sink = Pair(rp.masked_fill(flows, 0.0), rn.masked_fill(flows, 0.0))
-    return (a_pos, b_pos), (a_neg, b_neg), sink
+    sink_p, sink_n = rp.masked_fill(flows, 0.0), rn.masked_fill(flows, 0.0)
+    floor = _floor(p)
+    floored = flows & ((has_p & (p < floor)) | (has_n & (n < floor)))  # subnormal pools: factors were floored
+    if bool(floored.any()):
+        sink_p = torch.where(floored, rp - a_pos * p - b_pos * n, sink_p)
+        sink_n = torch.where(floored, rn - a_neg * p - b_neg * n, sink_n)
+    return (a_pos, b_pos), (a_neg, b_neg), Pair(sink_p, sink_n)
 
 
 def contribute(r: Tensor | Pair, terms: Terms, gate: Activation | None) -> Flow:
