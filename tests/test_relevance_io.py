@@ -70,3 +70,20 @@ def test_pickles_and_foreign_files_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precision"):
         save_relevance(dl_backtrace.Explainer(nn.Linear(2, 2).eval(), torch.ones(1, 2)).attribute(torch.ones(1, 2)),
                        tmp_path / "x.safetensors", "int2")
+
+
+def test_non_contiguous_and_tiny_relevance_is_saved(tmp_path: Path) -> None:
+    """Permuted inputs, views and expanded tensors (contrast pairs too) are stored; fp16 keeps tensors whose
+    values lie below fp16's range (1e-9) with its own relative bound instead of flushing them to 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(1, 8, 8, 3).permute(0, 3, 1, 2)
+    assert not x.is_contiguous()
+    for mode in ("default", "contrast"):
+        res = dl_backtrace.Explainer(model, x).attribute(x, mode=mode, multiplier=1e-7)
+        for precision in PRECISIONS:
+            err = res.save(str(tmp_path / f"{mode}-{precision}.safetensors"), precision=precision)
+            assert err["max_rel_error"] <= BOUND[precision] * 1.0001, (mode, precision, err)
+            back = load_relevance(tmp_path / f"{mode}-{precision}.safetensors")
+            for a, b in zip(_streams(res.input_relevance), _streams(back.input_relevance)):
+                assert float((a - b).abs().max()) <= BOUND[precision] * 1.0001 * float(a.abs().max())

@@ -1,9 +1,9 @@
 """Relevance files: safetensors (no pickle: loading never executes code) with JSON metadata.
 
 ``save_relevance(result, path, precision)`` stores every tensor of a :class:`~dl_backtrace.results.Relevance`
-(contrast pairs as two tensors, bias sinks, the seed) in float32 (lossless), float16, bfloat16, float8 (e4m3
-with a per-tensor scale) or int4 (symmetric, per-tensor scale, two values per byte). Lossy precisions report the
-largest error they introduced. ``load_relevance(path)`` gives the Relevance back (dequantised to float32).
+(contrast pairs as two tensors, bias sinks, the seed) in float32 (lossless), float16 (with a per-tensor
+scale), bfloat16, float8 (e4m3 with a per-tensor scale) or int4 (symmetric, per-tensor scale, two values per
+byte). Lossy precisions report the largest error they introduced, relative to each tensor's largest magnitude. ``load_relevance(path)`` gives the Relevance back (dequantised to float32).
 """
 
 from __future__ import annotations
@@ -41,17 +41,23 @@ def _flatten(res: Relevance) -> dict[str, Tensor]:
                 out[key + "#positive"], out[key + "#negative"] = v.positive, v.negative
             elif isinstance(v, Tensor):
                 out[key] = v
-    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in out.items()}  # identity rules share tensors
+    # identity rules share tensors, views are non-contiguous and expanded ones have zero strides: every stored
+    # tensor is its own contiguous copy (safetensors refuses anything else)
+    return {k: v.detach().to("cpu", torch.float32).clone(memory_format=torch.contiguous_format)
+            for k, v in out.items()}
 
 
 def _encode(t: Tensor, precision: str) -> tuple[dict[str, Tensor], Tensor]:
     """Stored tensors for one relevance tensor, and its decoded value (to measure the error)."""
     if precision == "fp32":
         return {"": t}, t
-    if precision in ("fp16", "bf16"):
-        q = t.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+    if precision == "bf16":  # float32's exponent range: no scale needed
+        q = t.to(torch.bfloat16)
         return {"": q}, q.float()
     scale = t.abs().max().clamp(min=1e-30)
+    if precision == "fp16":  # fp16 spans 6e-8..65504: scale each tensor into [-1, 1] so nothing under/overflows
+        q = (t / scale).to(torch.float16)
+        return {"": q, "#scale": scale.reshape(1)}, q.float() * scale
     if precision == "fp8":
         q = (t / scale * 448.0).to(torch.float8_e4m3fn)  # 448: the largest e4m3 value
         return {"": q, "#scale": scale.reshape(1)}, q.float() * scale / 448.0
@@ -67,7 +73,7 @@ def _encode(t: Tensor, precision: str) -> tuple[dict[str, Tensor], Tensor]:
 def _decode(parts: dict[str, Tensor], precision: str) -> Tensor:
     base = parts[""]
     if precision in ("fp32", "fp16", "bf16"):
-        return base.float()
+        return base.float() * parts["#scale"][0] if "#scale" in parts else base.float()
     scale = parts["#scale"][0]
     if precision == "fp8":
         return base.float() * scale / 448.0
@@ -93,9 +99,10 @@ def save_relevance(result: Relevance, path: str | Path, precision: str = "fp32",
     for key, t in _flatten(result).items():
         parts, decoded = _encode(t, precision)
         tensors.update({key + suffix: v for suffix, v in parts.items()})
-        err = float((decoded - t).abs().max()) if t.numel() else 0.0
-        max_abs = max(max_abs, err)
-        max_rel = max(max_rel, err / max(float(t.abs().max()) if t.numel() else 0.0, 1e-30))
+        if t.numel():  # error relative to this tensor's largest magnitude (an all-zero tensor has none)
+            err, top = float((decoded - t).abs().max()), float(t.abs().max())
+            max_abs = max(max_abs, err)
+            max_rel = max(max_rel, err / top if top > 0 else 0.0)
     meta = {"format": FORMAT, "precision": precision, "dl_backtrace_version": __version__, "mode": result.mode,
             "task": str(result.task), "target": json.dumps(_jsonable(result.target)),
             "input_names": json.dumps(result.input_names), "tokens": json.dumps(result.tokens),
