@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +25,25 @@ def _as_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(inputs, (tuple, list)):
         return tuple(inputs), {}
     return (inputs,), {}
+
+
+class _CallState:
+    """What predict() leaves for evaluation(): per thread, falling back to the latest of any thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._latest: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        mine = getattr(self._local, "values", None)
+        return mine.get(key) if mine is not None else self._latest.get(key)
+
+    def set(self, **values: Any) -> None:
+        mine = getattr(self._local, "values", None)
+        if mine is None:
+            mine = self._local.values = {}
+        mine.update(values)
+        self._latest = dict(mine)
 
 
 class DLBacktrace:
@@ -57,8 +77,23 @@ class DLBacktrace:
         self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)
         self.engine.check()
         self.device = self.engine.device
-        self._run: Run | None = None
-        self.node_io: OrderedDict[str, NodeRecord] = OrderedDict()
+        self._state = _CallState()
+
+    # predict() and evaluation() are one call split in two: what predict leaves for evaluation is kept per
+    # thread, so threads sharing one DLBacktrace never read each other's run (a thread that has not predicted
+    # yet sees the most recent run of any thread).
+    @property
+    def _run(self) -> Run | None:
+        return self._state.get("run")
+
+    @property
+    def node_io(self) -> OrderedDict[str, NodeRecord]:
+        """node name -> ``(inputs, output)`` of this thread's last :meth:`predict`."""
+        return self._state.get("node_io") or OrderedDict()
+
+    @property
+    def _last(self) -> Relevance | None:
+        return self._state.get("last")
 
     def predict(self, *inputs: Any, temperature: float = 1.0, **kw_inputs: Any) -> OrderedDict[str, NodeRecord]:
         """Run the traced graph on ``inputs`` and return ``node_io``: node name -> ``(inputs, output)``.
@@ -69,9 +104,10 @@ class DLBacktrace:
             args, kwargs = (), dict(inputs[0])
         else:
             args, kwargs = inputs, kw_inputs
-        self._run = self.engine.run(args, kwargs, temperature)
-        self.node_io = self._node_io(self._run)
-        return self.node_io
+        run = self.engine.run(args, kwargs, temperature)
+        node_io = self._node_io(run)
+        self._state.set(run=run, node_io=node_io, last=None)
+        return node_io
 
     @staticmethod
     def _node_io(run: Run) -> OrderedDict[str, NodeRecord]:
@@ -96,12 +132,13 @@ class DLBacktrace:
         ``.bias_sinks`` and ``.conservation_error`` as attributes. Tensors are on ``device`` (CPU by default;
         None keeps them where they were computed). ``precision="fp32"`` (default) computes the relevance
         products in strict IEEE fp32 on every device; ``"fast"`` lets a GPU use TF32."""
-        if self._run is None:
+        run = self._run
+        if run is None:
             raise DLBacktraceError("call predict(inputs) before evaluation()")
-        res = self.engine.explain(self._run, task, target, mode, multiplier, scaler, thresholding,
-                                  precision=precision)
-        self._last = res.to(device) if device is not None else res
-        return self._last
+        res = self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding, precision=precision)
+        res = res.to(device) if device is not None else res
+        self._state.set(last=res)
+        return res
 
     def visualize(self, save_path: str = "graph.png") -> str:
         """Draw the traced graph (data movement folded; shares of relevance after an evaluation) to
@@ -109,7 +146,7 @@ class DLBacktrace:
         from .viz.graph import graph_view, write_graph
 
         prog = self.engine.program
-        return str(write_graph(graph_view(prog.traced.graph, prog.analysis, getattr(self, "_last", None)), save_path))
+        return str(write_graph(graph_view(prog.traced.graph, prog.analysis, self._last), save_path))
 
     def visualize_dlbacktrace(self, output_path: str = "backtrace_graph", top_k: int | None = 15,
                               relevance_threshold: float | None = None) -> str:
@@ -117,7 +154,7 @@ class DLBacktrace:
         at least ``relevance_threshold``), with the paths between them. Returns the path written."""
         from .viz.graph import top_k_view, write_graph
 
-        last = getattr(self, "_last", None)
+        last = self._last
         if last is None:
             raise DLBacktraceError("call predict() and evaluation() before visualize_dlbacktrace()")
         prog = self.engine.program
@@ -173,7 +210,7 @@ class DLBacktrace:
         Empty for a model without grouped expert products."""
         from .moe import expert_relevance
 
-        rel = relevance if relevance is not None else getattr(self, "_last", None)
+        rel = relevance if relevance is not None else self._last
         if self._run is None or rel is None:
             raise DLBacktraceError("call predict() and evaluation() before expert_relevance()")
         return expert_relevance(self._run, rel)

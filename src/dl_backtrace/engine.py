@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,12 +126,16 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
                  dynamic_shapes: Any = None, device: str | torch.device | None = None,
-                 passthrough_unsupported: bool = False) -> None:
+                 passthrough_unsupported: bool = False, max_programs: int = 8) -> None:
+        if max_programs < 1:
+            raise ValueError(f"max_programs must be >= 1, got {max_programs}")
         self.model = model
         self.device = resolve_device(device) or _model_device(model)
         self.dynamic_shapes = dynamic_shapes
         self.passthrough = passthrough_unsupported
-        self._programs: dict[Any, Program] = {}
+        self.max_programs = max_programs
+        self._programs: OrderedDict[Any, Program] = OrderedDict()  # per input signature, least recent first
+        self._lock = threading.RLock()  # tracing and the program cache: one thread at a time
         self.program = self._build(args, dict(kwargs or {}))
 
     def _build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Program:
@@ -144,7 +150,10 @@ class Engine:
         prog = Program(traced, a, DerivedCache(cacheable), dict(traced.constants),
                        recording_module(traced.program.graph_module),
                        {n.name: node_location(n)[0] for n in traced.graph.nodes})
-        self._programs[self._key(traced.example_shapes)] = prog
+        with self._lock:
+            self._programs[self._key(traced.example_shapes)] = prog
+            while len(self._programs) > self.max_programs:
+                self._programs.popitem(last=False)
         return prog
 
     def _move(self, traced: Traced) -> Traced:
@@ -164,13 +173,24 @@ class Engine:
             raise UnsupportedOpError(self.unsupported)
 
     def program_for(self, inputs: dict[str, Any]) -> Program:
+        """The program traced for these inputs' shapes and dtypes (traced now if new; thread-safe, LRU-bounded
+        by ``max_programs``)."""
         shapes = tuple((k, tuple(v.shape), v.dtype) for k, v in flatten_inputs(inputs).items())
-        prog = self._programs.get(self._key(shapes))
-        if prog is None:
+        key = self._key(shapes)
+        with self._lock:
+            prog = self._programs.get(key)
+            if prog is not None:
+                self._programs.move_to_end(key)
+                return prog
             log.info("input shapes %s differ from the traced ones; tracing again (pass dynamic_shapes to "
                      "trace once for all shapes)", [s[1] for s in shapes])
-            prog = self._build((), inputs)
-        return prog
+            try:
+                return self._build((), inputs)
+            except TraceError as e:
+                traced = [(k, list(shape)) for k, shape, _ in self.program.traced.example_shapes]
+                got = [(k, list(shape)) for k, shape, _ in shapes]
+                raise TraceError(f"expected inputs shaped like the traced example {traced}, got {got}, and the "
+                                 f"model could not be traced at the new shapes: {str(e).splitlines()[0]}") from e
 
     def run(self, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, temperature: float = 1.0,
             lean: bool = False, precision: str = "fp32") -> Run:

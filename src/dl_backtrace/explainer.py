@@ -19,9 +19,10 @@ class Explainer:
     """Trace once, explain many inputs. Batch on dim 0; results stay on the compute device."""
 
     def __init__(self, model: torch.nn.Module, example_inputs: Any, *, dynamic_shapes: Any = None,
-                 device: str | torch.device | None = None, passthrough_unsupported: bool = False) -> None:
+                 device: str | torch.device | None = None, passthrough_unsupported: bool = False,
+                 max_programs: int = 8) -> None:
         args, kwargs = _as_args(example_inputs)
-        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)
+        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported, max_programs)
         self.engine.check()
 
     def attribute(self, *inputs: Any, target: Any = None, mode: str = "default", task: str | None = None,
@@ -34,6 +35,8 @@ class Explainer:
         walk has used it: the lean setting for large models (peak memory about that of one autograd backward).
         ``precision="fp32"`` (default) computes in strict IEEE fp32 on every device; ``"fast"`` lets a GPU use
         TF32 for the forward and the relevance products (conservation is reported either way)."""
+        if len(inputs) == 1 and isinstance(inputs[0], dict) and not kw_inputs:  # the constructor takes a dict too
+            inputs, kw_inputs = (), dict(inputs[0])
         run = self.engine.run(inputs, kw_inputs, temperature, lean=not nodes, precision=precision)
         return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding,
                                    keep_nodes=nodes, free_values=not nodes, precision=precision)

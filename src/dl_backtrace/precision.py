@@ -4,8 +4,9 @@ On Ampere and later GPUs torch may run fp32 matrix products and convolutions in 
 the user (or a library) switched it on globally. Relevance products in TF32 differ from the CPU by up to 5e-2
 (resnet18, contrast mode), far outside the 1e-4 the contract asks for. :func:`numerics` sets the precision
 for the duration of one explanation and restores the user's settings afterwards, also when an exception
-is raised. It uses torch's newer per-backend ``fp32_precision`` switches where they exist (torch >= 2.9; mixing
-them with the legacy ``allow_tf32`` flags is an error there) and the legacy flags elsewhere.
+is raised. It sets them through the long-standing setters (``torch.set_float32_matmul_precision``,
+``torch.backends.cudnn.allow_tf32``), which on torch >= 2.9 also set the newer per-backend ``fp32_precision``
+switches consistently (setting only those leaves torch's legacy getters raising).
 
 Global switches are process-wide: two threads explaining at once with different precisions would see each
 other's setting, so they are changed under one lock and counted (the last one out restores).
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "canonical_precision", "numerics"]
+__all__ = ["PRECISIONS", "canonical_precision", "numerics", "effective"]
 
 PRECISIONS = ("fp32", "fast")
 
@@ -39,31 +40,45 @@ def canonical_precision(precision: str | None) -> str:
 
 
 def _new_api() -> bool:
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
-        getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+    cudnn = torch.backends.cudnn
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and all(
+        hasattr(getattr(cudnn, part, None), "fp32_precision") for part in ("conv", "rnn"))
 
 
 def _read() -> tuple[Any, ...]:
-    if _new_api():
-        return ("new", torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    return ("legacy", torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    """The user's settings. The legacy getters raise when the user mixed the two APIs; then the per-backend
+    values are saved instead (and restored the same way, exactly as they were)."""
+    try:
+        return ("legacy", torch.get_float32_matmul_precision(), bool(torch.backends.cudnn.allow_tf32))
+    except RuntimeError:
+        b = torch.backends
+        return ("new", b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision)
 
 
 def _write(saved: tuple[Any, ...]) -> None:
-    if saved[0] == "new":
-        torch.backends.cuda.matmul.fp32_precision = saved[1]
-        torch.backends.cudnn.conv.fp32_precision = saved[2]
-    else:
+    if saved[0] == "legacy":
+        # the legacy setters keep torch's legacy and per-backend flags consistent (setting only the new ones
+        # leaves the legacy getters, read by torch.export and by user code, raising)
         torch.set_float32_matmul_precision(saved[1])
         torch.backends.cudnn.allow_tf32 = saved[2]
+    else:
+        torch.backends.cuda.matmul.fp32_precision = saved[1]
+        torch.backends.cudnn.conv.fp32_precision = saved[2]
+        torch.backends.cudnn.rnn.fp32_precision = saved[3]
 
 
 def _wanted(precision: str) -> tuple[Any, ...]:
     tf32 = precision == "fast"
-    if _new_api():
-        p = "tf32" if tf32 else "ieee"
-        return ("new", p, p)
     return ("legacy", "high" if tf32 else "highest", tf32)
+
+
+def effective() -> str:
+    """"fp32" when fp32 products run in IEEE fp32 on a GPU now, "tf32" when any of them may use TF32."""
+    if _new_api():
+        b = torch.backends
+        modes = {b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision}
+        return "tf32" if "tf32" in modes else "fp32"
+    return "tf32" if torch.get_float32_matmul_precision() != "highest" or torch.backends.cudnn.allow_tf32 else "fp32"
 
 
 def _apply() -> None:

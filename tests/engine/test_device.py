@@ -131,3 +131,19 @@ def test_cpu_and_cuda_agree_with_the_users_tf32_switched_on(mode: str) -> None:
     for a, b in zip(cpu.input_relevance, gpu.input_relevance) if mode == "contrast" else [
             (cpu.input_relevance, gpu.input_relevance)]:
         assert float((a - b.cpu()).abs().max() / a.abs().max()) <= 1e-4
+
+
+def test_torch_flag_getters_never_raise_inside_an_explanation() -> None:
+    """torch >= 2.9 raises from its legacy TF32 getters when the legacy and per-backend flags disagree; torch.export
+    reads them, so a trace in one thread while another explains must still work."""
+    saved = precision._read()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True  # a user's legacy global choice
+        for p in ("fp32", "fast"):
+            with precision.numerics(p):
+                assert torch.backends.cuda.matmul.allow_tf32 is (p == "fast")
+                assert torch.backends.cudnn.allow_tf32 is (p == "fast")
+                assert precision.effective() == ("tf32" if p == "fast" else "fp32")
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        precision._write(saved)
