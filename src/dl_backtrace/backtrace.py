@@ -60,13 +60,18 @@ class DLBacktrace:
         verbose: log progress at INFO level.
         passthrough_unsupported: pass relevance through ops without a rule instead of raising
             :class:`~dl_backtrace.errors.UnsupportedOpError` (logged per op; results are then approximate).
+        output: which output to explain when the model returns several tensors (a name such as
+            ``"sentence_embedding"``, or an index); default ``logits``, or the only tensor. Anything else
+            (several tensors, an integer tensor, an input passed through) is refused with the outputs found.
+        max_programs: how many traced input signatures to keep (least recently used dropped).
 
     Nothing here changes global torch settings (threads, determinism, backends).
     """
 
     def __init__(self, model: torch.nn.Module, input_for_graph: Any, dynamic_shapes: Any = None,
                  device: str | torch.device | None = "cpu", verbose: bool = False,
-                 passthrough_unsupported: bool = False) -> None:
+                 passthrough_unsupported: bool = False, output: str | int | None = None,
+                 max_programs: int = 8) -> None:
         if verbose:
             root = logging.getLogger("dl_backtrace")
             root.setLevel(logging.INFO)
@@ -74,7 +79,8 @@ class DLBacktrace:
                 root.addHandler(logging.StreamHandler())
         args, kwargs = _as_args(input_for_graph)
         self.model = model
-        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported)
+        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported, max_programs,
+                             output)
         self.engine.check()
         self.device = self.engine.device
         self._state = _CallState()
@@ -184,7 +190,11 @@ class DLBacktrace:
         changes nothing in default mode, and contrast seeds only through single-unit outputs and thresholds);
         for generation it is the sampling temperature. Generation options are those of HuggingFace
         ``generate`` (see :class:`~dl_backtrace.pipelines.processors.GenerationSettings`), plus
-        ``dlb_tokens_count`` / ``explain_tokens`` (int N, list of steps, "all", "none") and ``progress``."""
+        ``dlb_tokens_count`` / ``explain_tokens`` (int N, list of steps, "all", "none") and ``progress``.
+
+        ``task="similarity"`` (sentence-embedding models: sentence-transformers, or a HuggingFace encoder whose
+        states are mean-pooled) explains the cosine similarity of ``inputs`` to ``reference=`` (a text, a
+        tokenised dict, or an embedding tensor): per-token relevance of the text (and of a reference text)."""
         from .pipelines.tasks import run_task
 
         return run_task(self, task, inputs, tokenizer, mode, multiplier, scaler, thresholding, temperature,

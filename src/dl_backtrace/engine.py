@@ -24,9 +24,10 @@ from .rules._cache import DerivedCache
 from .rules.contribution import rel_float
 from .rules.registry import Pair
 from .seeds import canonical_task, make_seed
+from .task_inference import announce, infer_task
 from .trace import Traced, bind_inputs, constants_of, flatten_inputs, trace
 
-__all__ = ["Engine", "Program", "Run", "resolve_device", "same_device", "move_program", "infer_task"]
+__all__ = ["Engine", "Program", "Run", "resolve_device", "same_device", "move_program"]
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     return _canonical(dev)
 
 
-def infer_task(y: Tensor) -> str:
-    """A task for an output shape when none is given: [B, C] classification, [B, C, H, W] segmentation,
-    [B, T, V] generation (next token at the last position)."""
-    if y.dim() <= 2:
-        return "classification"
-    if y.dim() == 3:
-        return "generation"
-    return "segmentation"
-
-
 @dataclass
 class Program:
     """One trace with its analysis and cached derived parameters."""
@@ -126,7 +117,8 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
                  dynamic_shapes: Any = None, device: str | torch.device | None = None,
-                 passthrough_unsupported: bool = False, max_programs: int = 8) -> None:
+                 passthrough_unsupported: bool = False, max_programs: int = 8,
+                 output: str | int | None = None) -> None:
         if max_programs < 1:
             raise ValueError(f"max_programs must be >= 1, got {max_programs}")
         self.model = model
@@ -134,6 +126,7 @@ class Engine:
         self.dynamic_shapes = dynamic_shapes
         self.passthrough = passthrough_unsupported
         self.max_programs = max_programs
+        self.output = output
         self._programs: OrderedDict[Any, Program] = OrderedDict()  # per input signature, least recent first
         self._lock = threading.RLock()  # tracing and the program cache: one thread at a time
         self.program = self._build(args, dict(kwargs or {}))
@@ -142,7 +135,7 @@ class Engine:
         home = _model_device(self.model)
         args = tuple(_to(a, home) for a in args)
         kwargs = {k: _to(v, home) for k, v in kwargs.items()}
-        traced = trace(self.model, args, kwargs, self.dynamic_shapes)
+        traced = trace(self.model, args, kwargs, self.dynamic_shapes, self.output)
         if not same_device(home, self.device):
             traced = self._move(traced)
         a = analyse(traced.graph, {n.name for n in traced.user_nodes}, traced.output_node, self.passthrough)
@@ -224,8 +217,9 @@ class Engine:
         precision = canonical_precision(precision)
         y = rel_float(run.output)
         if task is None:
-            task = infer_task(y)
-            log.info("no task given; explaining as %r (output shape %s)", task, tuple(y.shape))
+            ints = any(not v.is_floating_point() for v in run.inputs.values())
+            task, why = infer_task(self.model, y, run.program.traced.output_name, ints)
+            announce(task, why)
         positions = _last_tokens(run, y) if canonical_task(task) == "generation" else None
         seed = make_seed(y, task, target, multiplier, scaler, thresholding, mode == "contrast", positions)
         prog = run.program

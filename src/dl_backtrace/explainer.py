@@ -20,9 +20,10 @@ class Explainer:
 
     def __init__(self, model: torch.nn.Module, example_inputs: Any, *, dynamic_shapes: Any = None,
                  device: str | torch.device | None = None, passthrough_unsupported: bool = False,
-                 max_programs: int = 8) -> None:
+                 max_programs: int = 8, output: str | int | None = None) -> None:
         args, kwargs = _as_args(example_inputs)
-        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported, max_programs)
+        self.engine = Engine(model, args, kwargs, dynamic_shapes, device, passthrough_unsupported, max_programs,
+                             output)
         self.engine.check()
 
     def attribute(self, *inputs: Any, target: Any = None, mode: str = "default", task: str | None = None,
@@ -35,14 +36,23 @@ class Explainer:
         walk has used it: the lean setting for large models (peak memory about that of one autograd backward).
         ``precision="fp32"`` (default) computes in strict IEEE fp32 on every device; ``"fast"`` lets a GPU use
         TF32 for the forward and the relevance products (conservation is reported either way)."""
-        if len(inputs) == 1 and isinstance(inputs[0], dict) and not kw_inputs:  # the constructor takes a dict too
-            inputs, kw_inputs = (), dict(inputs[0])
+        if len(inputs) == 1 and isinstance(inputs[0], dict) and not kw_inputs and self._keyword_dict(inputs[0]):
+            inputs, kw_inputs = (), dict(inputs[0])  # like the constructor: a dict of forward's keyword inputs
         run = self.engine.run(inputs, kw_inputs, temperature, lean=not nodes, precision=precision)
         return self.engine.explain(run, task, target, mode, multiplier, scaler, thresholding,
                                    keep_nodes=nodes, free_values=not nodes, precision=precision)
 
     __call__ = attribute
 
+    def _keyword_dict(self, d: dict) -> bool:
+        """Whether a lone dict holds forward's keyword arguments (else it is forward's one dict argument)."""
+        sig = self.engine.program.traced.signature
+        if sig is None:
+            return True
+        params = sig.parameters
+        named = {k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        return set(d) <= named or any(p.kind is p.VAR_KEYWORD for p in params.values()) and not (
+            len(named) == 1 and next(iter(named)) not in d)
 
 def explain(model: torch.nn.Module, inputs: Any, **kwargs: Any) -> Relevance:
     """One-shot: trace ``model`` on ``inputs`` and explain them (keyword arguments as in ``attribute``)."""

@@ -24,7 +24,7 @@ from torch.fx import Node
 from .errors import TraceError
 from .rules import RULES
 
-__all__ = ["Traced", "trace", "bind_inputs", "flatten_inputs", "decomposition_table", "constants_of"]
+__all__ = ["Traced", "trace", "bind_inputs", "flatten_inputs", "decomposition_table", "constants_of", "select_output"]
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,23 @@ class Traced:
     output_index: int  # its position among the flattened outputs
     signature: inspect.Signature | None
     example_shapes: tuple[tuple[str, tuple[int, ...], torch.dtype], ...]
+    output_name: str = "output"  # the explained output's key path (``logits``, ``sentence_embedding``, ``0``)
 
 
 def flatten_inputs(bound: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Tensor leaves of the bound inputs, named after their argument (``name.i`` inside containers)."""
+    """Tensor leaves of the bound inputs, named after their argument (a dict argument's entries by their keys,
+    ``name.i`` inside lists and tuples)."""
     out: dict[str, torch.Tensor] = {}
     for name, value in bound.items():
-        leaves = [v for v in pytree.tree_leaves(value) if isinstance(v, torch.Tensor)]
         if isinstance(value, torch.Tensor):
             out[name] = value
+        elif isinstance(value, Mapping):  # a dict argument (sentence-transformers' features): its keys name it
+            for path, v in pytree.tree_flatten_with_path(dict(value))[0]:
+                if isinstance(v, torch.Tensor):
+                    key = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+                    out[key if key not in bound and key not in out else f"{name}.{key}"] = v
         else:
+            leaves = [v for v in pytree.tree_leaves(value) if isinstance(v, torch.Tensor)]
             out.update({f"{name}.{i}": v for i, v in enumerate(leaves)})
     return out
 
@@ -99,16 +106,61 @@ def bind_inputs(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: Ma
     return out
 
 
-def _primary_leaf(spec: Any) -> int:
-    """Index of the explained output among the flattened outputs: ``logits`` if the output has it, else 0."""
-    ctx = getattr(spec, "context", None)
-    children = list(spec.children()) if hasattr(spec, "children") else list(getattr(spec, "children_specs", []))
-    if isinstance(ctx, (list, tuple)) and "logits" in ctx and len(children) == len(ctx):
-        i = list(ctx).index("logits")
-        return sum(c.num_leaves for c in children[:i])
-    if isinstance(ctx, dict) and "logits" in ctx:
-        return list(ctx).index("logits")
-    return 0
+def _output_names(spec: Any) -> list[str]:
+    """A name per flattened output leaf: its key path (``logits``, ``sentence_embedding``, ``0``, ``1.0``)."""
+    skeleton = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
+    names = []
+    for path, _ in pytree.tree_flatten_with_path(skeleton)[0]:
+        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        names.append(".".join(parts) if parts else "output")
+    return names
+
+
+def _describe(leaf: Any, name: str) -> str:
+    if not isinstance(leaf, Node):
+        return f"{name} (a constant)"
+    val = leaf.meta.get("val")
+    shape = list(val.shape) if isinstance(val, torch.Tensor) else "?"
+    dtype = str(val.dtype).replace("torch.", "") if isinstance(val, torch.Tensor) else "?"
+    note = " - an input passed through" if leaf.op == "placeholder" else ""
+    return f"{name} {shape} {dtype}{note}"
+
+
+def _why_not(leaf: Any) -> str | None:
+    """Why an output leaf cannot be explained, or None when it can."""
+    if not isinstance(leaf, Node):
+        return "it is a constant"
+    if leaf.op == "placeholder":
+        return "it is an input passed through unchanged"
+    val = leaf.meta.get("val")
+    if isinstance(val, torch.Tensor) and not (val.is_floating_point() or val.is_complex()):
+        return f"it is an integer/bool tensor ({val.dtype})"
+    return None
+
+
+def select_output(leaves: list[Any], names: list[str], output: str | int | None) -> int:
+    """The index of the explained output: ``output`` (a name or an index) if given, else ``logits``, else the
+    only tensor. Anything ambiguous or unexplainable is refused with the outputs found and the fix."""
+    found = "; ".join(_describe(leaf, n) for leaf, n in zip(leaves, names))
+    fix = ("choose one with output='NAME' (DLBacktrace(model, inputs, output=...) or Explainer(..., output=...)), "
+           "or wrap the model so that forward returns the one tensor to explain")
+    if output is not None:
+        if isinstance(output, bool) or not isinstance(output, (int, str)):
+            raise TraceError(f"output must be an output name or index, got {output!r}; the model returns: {found}")
+        if isinstance(output, int) and not 0 <= output < len(leaves) or isinstance(output, str) and output not in names:
+            raise TraceError(f"the model has no output {output!r}; it returns: {found}")
+        idx = output if isinstance(output, int) else names.index(output)
+    elif "logits" in names:
+        idx = names.index("logits")
+    else:
+        tensors = [i for i, leaf in enumerate(leaves) if isinstance(leaf, Node)]
+        if len(tensors) != 1:
+            raise TraceError(f"the model returns {len(tensors)} tensors and none is named 'logits': {found}; {fix}")
+        idx = tensors[0]
+    why = _why_not(leaves[idx])
+    if why is not None:
+        raise TraceError(f"cannot explain output {names[idx]!r}: {why}. The model returns: {found}; {fix}")
+    return idx
 
 
 def _shapes(bound: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, ...], torch.dtype], ...]:
@@ -155,8 +207,10 @@ def _grouped_experts(model: torch.nn.Module) -> Iterator[None]:
 
 
 def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None,
-          dynamic_shapes: Any = None) -> Traced:
-    """Export ``model`` on example inputs and return the decomposed ATen graph with its metadata."""
+          dynamic_shapes: Any = None, output: str | int | None = None) -> Traced:
+    """Export ``model`` on example inputs and return the decomposed ATen graph with its metadata. ``output``
+    names (or indexes) the output to explain when the model returns several (default: ``logits``, or the
+    only tensor)."""
     sig = _signature(model)
     bound = bind_inputs(sig, args, kwargs or {})
     if sig is not None and "use_cache" in sig.parameters and "use_cache" not in bound:
@@ -179,11 +233,10 @@ def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, An
         raise TraceError(f"traced {len(user_nodes)} tensor inputs but got {len(names)} ({names})")
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
     leaves = list(out_node.args[0]) if isinstance(out_node.args[0], (list, tuple)) else [out_node.args[0]]
-    idx = _primary_leaf(ep.call_spec.out_spec)
-    primary = leaves[idx]
-    if not isinstance(primary, Node):
-        raise TraceError(f"the model's output {idx} is a constant ({primary!r}); nothing to explain")
-    return Traced(ep, ep.graph, names, user_nodes, constants_of(ep), primary, idx, sig, _shapes(bound))
+    out_names = _output_names(ep.call_spec.out_spec)
+    idx = select_output(leaves, out_names, output)
+    return Traced(ep, ep.graph, names, user_nodes, constants_of(ep), leaves[idx], idx, sig, _shapes(bound),
+                  out_names[idx])
 
 
 def _placeholder(ep: ExportedProgram, name: str) -> Node:

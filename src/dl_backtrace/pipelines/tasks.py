@@ -4,11 +4,13 @@ regression, segmentation and generation; ``"auto"`` picks the task from the mode
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..task_inference import infer_task
 from .generation import generate
 from .processors import settings_from
 
@@ -20,27 +22,13 @@ TASK_OF = {"text-classification": "classification", "image-classification": "cla
            "classification": "classification", "token-classification": "token-classification",
            "regression": "regression", "segmentation": "segmentation", "binary-segmentation": "segmentation",
            "generation": "generation", "text-generation": "generation"}
-_CLASS_HINTS = [("ForCausalLM", "generation"), ("LMHeadModel", "generation"),
-                ("ForConditionalGeneration", "generation"), ("ForSequenceClassification", "text-classification"),
-                ("ForTokenClassification", "token-classification"),
-                ("ForImageClassification", "image-classification"), ("ForSemanticSegmentation", "segmentation")]
-
-
-def detect_task(model: torch.nn.Module, inputs: dict[str, Tensor], output: Tensor | None) -> tuple[str, str]:
-    """(task, why) from the model class (HuggingFace naming), else from the output shape and input dtype."""
-    name = type(model).__name__
-    for hint, task in _CLASS_HINTS:
-        if hint in name:
-            return task, f"model class {name}"
-    ints = any(not t.is_floating_point() for t in inputs.values())
-    if output is None:
-        return ("generation" if ints else "image-classification"), "input dtype"
-    shape = tuple(output.shape)
-    if output.dim() == 2:
-        return ("text-classification" if ints else "image-classification"), f"output {shape}, input dtype"
-    if output.dim() == 3:
-        return ("token-classification" if not ints else "generation"), f"output {shape}"
-    return "segmentation", f"output {shape}"
+def detect_task(dlb: Any, feed: dict[str, Tensor]) -> tuple[str, str]:
+    """(task, why): the engine's own inference (:func:`dl_backtrace.task_inference.infer_task`); causal LMs are
+    recognised by their class without running them."""
+    if _is_lm(dlb.model):
+        return "generation", f"model class {type(dlb.model).__name__}"
+    ints = any(not t.is_floating_point() for t in feed.values())
+    return infer_task(dlb.model, _output(dlb, feed), dlb.traced.output_name, ints)
 
 
 def _as_inputs(dlb: Any, inputs: Any, tokenizer: Any) -> dict[str, Tensor]:
@@ -65,12 +53,20 @@ def run_task(dlb: Any, task: str = "auto", inputs: Any = None, tokenizer: Any = 
         logging.getLogger("dl_backtrace").setLevel(logging.DEBUG)
     if temperature is None or float(temperature) <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if task == "similarity":
+        from .similarity import explain_similarity
+
+        reference = generation_kwargs.pop("reference", None)
+        if generation_kwargs:
+            raise TypeError(f"unexpected arguments for task 'similarity': {sorted(generation_kwargs)}")
+        return explain_similarity(dlb.model, inputs, reference, tokenizer, mode, multiplier, dlb.device)
     feed = _as_inputs(dlb, inputs, tokenizer)
     if task == "auto":
-        task, why = detect_task(dlb.model, feed, None if _is_lm(dlb.model) else _output(dlb, feed))
-        log.info("run_task(task='auto'): chose %r (%s)", task, why)
+        task, why = detect_task(dlb, feed)
+        warnings.warn(f"run_task(task='auto') chose {task!r} ({why}); pass task=... to choose", UserWarning,
+                      stacklevel=3)
     if task not in TASK_OF:
-        raise ValueError(f"unknown task {task!r}; valid: 'auto', {', '.join(sorted(TASK_OF))}")
+        raise ValueError(f"unknown task {task!r}; valid: 'auto', 'similarity', {', '.join(sorted(TASK_OF))}")
     if TASK_OF[task] == "generation":
         return _generation(dlb, feed, tokenizer, mode, multiplier, scaler, temperature, return_scores,
                            progress, generation_kwargs)
@@ -93,7 +89,7 @@ def run_task(dlb: Any, task: str = "auto", inputs: Any = None, tokenizer: Any = 
 
 def _is_lm(model: torch.nn.Module) -> bool:
     name = type(model).__name__
-    return any(h in name for h, t in _CLASS_HINTS if t == "generation")
+    return any(h in name for h in ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"))
 
 
 def _output(dlb: Any, feed: dict[str, Tensor]) -> Tensor:
