@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
+import pickle
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,21 +55,33 @@ def _torchvision(name: str, size: int, weights: str | None) -> Loaded:
     except ValueError as e:
         raise UsageError(f"unknown torchvision model {name!r}") from e
     if weights:
-        model.load_state_dict(_state_dict(weights))
+        try:
+            model.load_state_dict(_state_dict(weights))
+        except RuntimeError as e:  # wrong keys or shapes
+            raise UsageError(f"{weights} does not fit torchvision {name}: {str(e).splitlines()[0][:200]}") from e
     return Loaded(model.eval(), f"torchvision {name}", (torch.zeros(1, 3, size, size),), image_shape=(3, size, size),
                   normalize=_IMAGENET, task="image-classification")
 
 
 def _state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or .pt (``weights_only``: a pickle payload is refused, never run)."""
     p = Path(path)
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if not p.is_file():
+        raise UsageError(f"no such weights file: {path}")
+    from safetensors import SafetensorError
 
-        return load_file(str(p))
-    return torch.load(p, weights_only=True, map_location="cpu")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        return torch.load(p, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, ValueError, OSError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"cannot read weights {path} ({type(e).__name__}): {first}") from e
 
 
-def _hf(path: str) -> Loaded:
+def _hf(path: str, head: str | None = None) -> Loaded:
     try:
         import transformers
     except ImportError as e:
@@ -75,10 +91,22 @@ def _hf(path: str) -> Loaded:
     if not (folder / "config.json").exists():
         raise UsageError(f"no config.json in {folder}")
     config = transformers.AutoConfig.from_pretrained(str(folder))
-    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, transformers.AutoModel)
+    archs = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is None:  # no (or an unknown) architecture: the Auto class for the head the command needs
+        cls = transformers.AutoModelForCausalLM if head == "causal-lm" else transformers.AutoModel
+        if head is None:
+            warnings.warn(f"{folder / 'config.json'} names no known architectures: loading the base model "
+                          "(no task head); add e.g. \"architectures\": [\"BertForSequenceClassification\"]",
+                          UserWarning, stacklevel=3)
+    arch = archs[0] if archs and getattr(transformers, archs[0], None) is not None else cls.__name__
     weighted = any((folder / f).exists() for f in ("model.safetensors", "pytorch_model.bin"))
-    model = cls.from_pretrained(str(folder)) if weighted else cls.from_config(config)
+    if weighted:
+        model = cls.from_pretrained(str(folder))
+    elif hasattr(cls, "from_config"):  # the Auto classes
+        model = cls.from_config(config)
+    else:  # a concrete class (transformers 5.x has only the private constructor from a config)
+        model = cls._from_config(config)
     tokenizer = None
     if any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
@@ -90,21 +118,33 @@ def _hf(path: str) -> Loaded:
 def _factory(spec: str) -> Loaded:
     module_name, _, attr = spec.rpartition(":")
     if module_name.endswith(".py"):
+        if not Path(module_name).is_file():
+            raise UsageError(f"no such file: {module_name}")
         loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
         if loader is None or loader.loader is None:
             raise UsageError(f"cannot import {module_name}")
         module = importlib.util.module_from_spec(loader)
         loader.loader.exec_module(module)
     else:
+        if "" not in sys.path and os.getcwd() not in sys.path:  # like `python -m`: the current directory first
+            sys.path.insert(0, os.getcwd())
         module = importlib.import_module(module_name)
-    made = getattr(module, attr)()
-    model, example = made if isinstance(made, tuple) else (made, None)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{module_name} has no callable {attr!r}")
+    made = factory()
+    model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module (or (module, example))")
     return Loaded(model.eval(), spec, example)
 
 
-def load_model(spec: str, size: int = 224, weights: str | None = None) -> Loaded:
-    """``demo``, ``torchvision:NAME``, ``hf-config:PATH`` or ``MODULE:FACTORY`` (a factory returning the model,
-    or (model, example_input))."""
+def load_model(spec: str, size: int = 224, weights: str | None = None, head: str | None = None) -> Loaded:
+    """``demo``, ``torchvision:NAME``, ``hf-config:PATH`` or ``MODULE:FACTORY`` / ``file.py:FACTORY`` (a factory
+    returning the model, or (model, example_input)). ``head="causal-lm"`` loads an hf-config folder without
+    ``architectures`` as a causal LM."""
+    if size < 1:
+        raise UsageError(f"--size must be a positive number of pixels, got {size}")
     if spec == "demo":
         return _demo()
     kind, _, rest = spec.partition(":")
@@ -113,7 +153,7 @@ def load_model(spec: str, size: int = 224, weights: str | None = None) -> Loaded
     if kind == "torchvision":
         return _torchvision(rest, size, weights)
     if kind == "hf-config":
-        return _hf(rest)
+        return _hf(rest, head)
     try:
         return _factory(spec)
     except (ImportError, AttributeError) as e:

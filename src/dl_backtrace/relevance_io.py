@@ -3,7 +3,8 @@
 ``save_relevance(result, path, precision)`` stores every tensor of a :class:`~dl_backtrace.results.Relevance`
 (contrast pairs as two tensors, bias sinks, the seed) in float32 (lossless), float16 (with a per-tensor
 scale), bfloat16, float8 (e4m3 with a per-tensor scale) or int4 (symmetric, per-tensor scale, two values per
-byte). Lossy precisions report the largest error they introduced, relative to each tensor's largest magnitude. ``load_relevance(path)`` gives the Relevance back (dequantised to float32).
+byte). Lossy precisions report the largest error they introduced, relative to each tensor's largest
+magnitude. ``load_relevance(path)`` gives the Relevance back (dequantised to float32).
 """
 
 from __future__ import annotations

@@ -17,7 +17,12 @@ from .viz.report import Report
 from .viz.summary import top_nodes
 from .viz.tokens import tokens_html
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "summary_line"]
+
+
+def summary_line(rel: Relevance) -> str:
+    """What a terminal shows after an explanation: every stream's seed, inputs, sinks and error."""
+    return rel.describe()
 
 
 def _total(v: Any) -> float:
@@ -62,9 +67,8 @@ def write_report(dlb: Any, rel: Relevance, inputs: dict[str, torch.Tensor], out_
     report.heading("Prediction")
     _predictions(report, dlb.node_io["output"][1], labels)
     report.heading("Conservation")
-    sinks = sum(_total(s) for s in rel.bias_sinks.values())
-    report.conservation(_total(rel["output"]), sum(_total(rel[n]) for n in rel.input_names), sinks,
-                        rel.conservation_error)
+    note = rel.describe().splitlines()[-1] if rel.mode == "contrast" else ""
+    report.conservation(rel.stream_totals(), note)
     report.heading(f"Input relevance ({rel.mode} mode)")
     _inputs(report, rel, inputs, tokens)
     report.heading(f"The {top_k} most relevant nodes")

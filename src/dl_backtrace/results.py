@@ -87,6 +87,29 @@ class Relevance(dict):
         errors = self.conservation_errors
         return math.nan if any(math.isnan(e) for e in errors) else max(errors)
 
+    def stream_totals(self) -> list[dict[str, Any]]:
+        """Per stream (default mode: one; contrast: "for" = positive, "against" = negative): the seed's total,
+        what reached the inputs, what the bias sinks absorbed, and that stream's conservation error."""
+        names = ("for", "against") if self.mode == "contrast" else ("relevance",)
+        out = []
+        for k, name in enumerate(names):
+            out.append({"stream": name, "seed": _total(self.seed, k),
+                        "inputs": sum(_total(v, k) for v in self.inputs.values()),
+                        "sinks": sum(_total(v, k) for v in self.bias_sinks.values()),
+                        "error": self.conservation_errors[k]})
+        return out
+
+    def describe(self) -> str:
+        """One line per stream: seed, input total, sinks, error (and what .net is in contrast mode)."""
+        lines = [f"{t['stream']}: seed {t['seed']:.4g}, reached the inputs {t['inputs']:.4g}, bias sinks "
+                 f"{t['sinks']:.4g}, conservation error {t['error']:.1e}" for t in self.stream_totals()]
+        if self.mode == "contrast":
+            net = sum(_total(v, 0) - _total(v, 1) for v in self.inputs.values())
+            lines.append(f"net = for - against at the inputs: {net:.4g} (each stream is conserved on its own; "
+                         "the against stream is negative where competing outputs are negative, so net can "
+                         "exceed the seed)")
+        return "\n".join(lines)
+
     @property
     def inputs(self) -> dict[str, Any]:
         return {k: self[k] for k in self.input_names}
@@ -109,13 +132,16 @@ class Relevance(dict):
 
         return summary_html(self)
 
-    def show(self) -> None:
-        """Print a summary (inputs, conservation, most relevant nodes, token colours) to the terminal."""
+    def show(self, stream: Any = None) -> str:
+        """Write a summary (inputs, each stream's conservation, most relevant nodes, token colours) to
+        ``stream`` (default: standard output) and return it."""
         import sys
 
         from .viz.summary import summary_text
 
-        sys.stdout.write(summary_text(self) + "\n")
+        text = summary_text(self)
+        (stream or sys.stdout).write(text + "\n")
+        return text
 
     def save(self, path: str, precision: str = "fp32") -> dict[str, float]:
         """Write a safetensors relevance file (see :func:`dl_backtrace.save_relevance`)."""
@@ -133,6 +159,7 @@ class Relevance(dict):
         return out
 
     def __repr__(self) -> str:
-        err = f"{self.conservation_error:.2e}"
+        streams = "; ".join(f"{t['stream']}: seed {t['seed']:.4g} inputs {t['inputs']:.4g} sinks {t['sinks']:.4g}"
+                            for t in self.stream_totals())
         return (f"Relevance(mode={self.mode!r}, task={self.task!r}, nodes={len(self)}, inputs={self.input_names}, "
-                f"conservation_error={err})")
+                f"conservation_error={self.conservation_error:.2e}, {streams})")

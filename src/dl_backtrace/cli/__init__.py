@@ -40,6 +40,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (DLBacktraceError, ValueError, TypeError, FileNotFoundError, ImportError, OSError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        sys.stderr.write(f"dlbacktrace: error: {message}\n")
-        return 2
+        return _fail(_first_line(e))
+    except Exception as e:  # the command-line boundary: user code (a factory, a module) can raise anything
+        if args.verbose:
+            raise
+        return _fail(f"{type(e).__name__}: {_first_line(e)} (run with -v for the traceback)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:500] if text else type(e).__name__
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"dlbacktrace: error: {message}\n")
+    return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from ..explainer import coverage
 from ..loading import UsageError, load_input, load_model
 from ..pytorch_backtrace import DLBacktrace
-from ..reporting import write_report
+from ..reporting import summary_line, write_report
 from ..seeds import TASKS
 
 _MODEL_HELP = "demo, torchvision:NAME, hf-config:PATH (folder with config.json) or MODULE:FACTORY"
@@ -18,7 +19,7 @@ _MODEL_HELP = "demo, torchvision:NAME, hf-config:PATH (folder with config.json) 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=_MODEL_HELP)
-    p.add_argument("--size", type=int, default=224, help="image size for torchvision models")
+    p.add_argument("--size", type=_positive, default=224, help="image size for torchvision models")
     p.add_argument("--weights", help="state dict for the model (.safetensors or .pt, loaded without pickle)")
 
 
@@ -50,8 +51,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve explanations over HTTP with a web viewer")
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.set_defaults(func=run_serve)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {text}")
+    return value
 
 
 def _as_dict(x: object, names: list[str]) -> dict[str, torch.Tensor]:
@@ -71,9 +86,17 @@ def run_explain(args: argparse.Namespace) -> int:
     tokens = None
     if loaded.tokenizer is not None and "input_ids" in inputs:
         tokens = [loaded.tokenizer.convert_ids_to_tokens(r.tolist()) for r in inputs["input_ids"]]
-    path = write_report(dlb, rel, inputs, args.out, f"dl_backtrace: {loaded.name}", loaded.labels, tokens)
-    print(f"conservation error {rel.conservation_error:.2e}; report written to {path.resolve()}")
-    print(f"relevance file: {(Path(args.out) / 'relevance.safetensors').resolve()}")
+    out = Path(args.out)
+    existed = out.exists()
+    try:
+        path = write_report(dlb, rel, inputs, out, f"dl_backtrace: {loaded.name}", loaded.labels, tokens)
+    except BaseException:
+        if not existed:  # a failed explain leaves no half-written folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    print(summary_line(rel))
+    print(f"report written to {path.resolve()}")
+    print(f"relevance file: {(out / 'relevance.safetensors').resolve()}")
     return 0
 
 
@@ -93,9 +116,14 @@ def run_coverage(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    loaded = load_model(args.model, args.size, args.weights)
+    loaded = load_model(args.model, args.size, args.weights, head="causal-lm")
     if loaded.tokenizer is None:
-        raise UsageError("generate needs a causal LM with a tokenizer: --model hf-config:PATH")
+        raise UsageError("generate needs a causal LM with a tokenizer: --model hf-config:PATH (a folder with "
+                         "config.json and tokenizer files)")
+    if not hasattr(loaded.model, "generate") or not hasattr(loaded.model, "get_output_embeddings") or \
+            loaded.model.get_output_embeddings() is None:
+        raise UsageError(f"generate needs a causal LM with a language-model head; {loaded.name} has none (set "
+                         "\"architectures\": [\"...ForCausalLM\"] in config.json)")
     enc = loaded.tokenizer([args.prompt], return_tensors="pt")
     dlb = DLBacktrace(loaded.model, dict(enc))
     res = dlb.run_task(task="generation", inputs=dict(enc), tokenizer=loaded.tokenizer,

@@ -47,10 +47,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"digits CNN (trained on scikit-learn digits): {correct}/10 sample digits classified correctly")
     print(f"sample of a {int(labels[d])}: predicted {int(logits[d].argmax())} (p = "
           f"{float(logits[d].softmax(-1).max()):.3f})")
-    sinks = sum(float((s.positive if args.mode == "contrast" else s)[d].sum()) for s in rel.bias_sinks.values())
-    seed = rel["output"].positive if args.mode == "contrast" else rel["output"]
-    print(f"relevance: {float(seed[d].sum()):.1f} seeded at the output; {float(r.sum()):.2f} reached the pixels, "
-          f"{sinks:.2f} went to bias sinks; conservation error {rel.conservation_error:.1e}")
+    print("relevance of the whole batch of 10, per stream:")
+    for line in rel.describe().splitlines():
+        print(f"  {line}")
     print("\n  input (8x8)        relevance (~ = negative)")
     for a, b in zip(_heatmap(images[d, 0]), _heatmap(r)):
         print(f"  {a}   {b}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["CosineSimilarity", "explain_similarity"]

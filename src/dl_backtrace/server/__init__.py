@@ -4,6 +4,7 @@ default; ``dlbacktrace serve`` runs it on loopback. Every input is validated; pi
 from __future__ import annotations
 
 import base64
+import math
 import threading
 from importlib import resources
 from typing import Any
@@ -51,7 +52,9 @@ class _Service:
         y = node_io["output"][1][0]
         y = y[-1] if y.dim() == 2 else y
         k = int(y.argmax())
-        out: dict[str, Any] = {"prediction": k, "conservation_error": rel.conservation_error, "mode": rel.mode,
+        streams = [{k2: _json_number(v) for k2, v in t.items()} for t in rel.stream_totals()]
+        out: dict[str, Any] = {"prediction": k, "conservation_error": _json_number(rel.conservation_error),
+                               "mode": rel.mode, "streams": streams,
                                "top_nodes": [[n, s] for n, s in top_nodes(rel, 10)]}
         if y.dim() == 1 and y.numel() > 1 and not self.causal:
             out["probability"] = float(y.float().softmax(-1)[k])
@@ -94,3 +97,8 @@ def create_app(model: Loaded | torch.nn.Module | str | None = None, example: Any
 
     add_routes(app, service, _viewer())
     return app
+
+
+def _json_number(v: Any) -> Any:
+    """JSON has no NaN/inf: a non-finite number is sent as null (the response's conservation error says why)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v

@@ -6,6 +6,7 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Report"]
 
@@ -44,12 +45,16 @@ class Report:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         self.sections.append(f"<table><tr>{head}</tr>{body}</table>")
 
-    def conservation(self, seed: float, inputs: float, sinks: float, error: float) -> None:
-        cls = "ok" if error <= 1e-4 else "bad"
-        self.table(["relevance", "total"], [["seeded at the output", f"{seed:.4f}"], ["reached the inputs",
-                   f"{inputs:.4f}"], ["absorbed by bias sinks", f"{sinks:.4f}"]])
-        self.sections.append(f'<p class="{cls}">conservation error |seed - inputs - sinks| / |seed| = '
-                             f"{error:.2e}</p>")
+    def conservation(self, streams: list[dict[str, Any]], note: str = "") -> None:
+        """One row per stream (default: relevance; contrast: for / against): seed, inputs, sinks, error."""
+        worst = max((t["error"] for t in streams), default=0.0)
+        cls = "ok" if worst <= 1e-4 else "bad"  # NaN is "bad" too
+        self.table(["stream", "seeded at the output", "reached the inputs", "absorbed by bias sinks",
+                    "conservation error"],
+                   [[t["stream"], f"{t['seed']:.4f}", f"{t['inputs']:.4f}", f"{t['sinks']:.4f}", f"{t['error']:.2e}"]
+                    for t in streams])
+        self.sections.append(f'<p class="{cls}">conservation error |seed - inputs - sinks| / |seed| per stream'
+                             f"{'; ' + html.escape(note) if note else ''}</p>")
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)

@@ -34,13 +34,15 @@ def summary_html(res: Any) -> str:
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{res.modules.get(n, '') if hasattr(res, 'modules') else ''}"
                    f"</td><td>{100 * s:.1f}%</td></tr>" for n, s in top_nodes(res))
     tokens = "".join(_token_rows(res, True))
+    streams = "<br>".join(html.escape(line) for line in res.describe().splitlines())
     return (f"<div><b>Relevance</b> mode={html.escape(res.mode)}, task={html.escape(str(res.task))}, "
             f"conservation error {res.conservation_error:.2e}, inputs {html.escape(', '.join(res.input_names))}"
-            f"{tokens}<table><tr><th>node</th><th>module</th><th>share</th></tr>{rows}</table></div>")
+            f"<br>{streams}{tokens}<table><tr><th>node</th><th>module</th><th>share</th></tr>{rows}</table></div>")
 
 
 def summary_text(res: Any) -> str:
     lines = [f"Relevance: mode={res.mode} task={res.task} conservation error {res.conservation_error:.2e}"]
+    lines += [f"  {line}" for line in res.describe().splitlines()]
     for name in res.input_names:
         v = res[name]
         t = v.net if isinstance(v, tuple) else v
