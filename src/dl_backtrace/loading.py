@@ -187,10 +187,15 @@ def load_input(path: str | None, loaded: Loaded, text: str | None = None) -> Any
     if not p.exists():
         raise UsageError(f"no such input file: {path}")
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(p) as img:
-            return image_tensor(img, loaded)
+        try:
+            with Image.open(p) as img:
+                return image_tensor(img, loaded)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise UsageError(f"{path} is too large an image to decode ({e}); resize it first") from e
+        except (UnidentifiedImageError, OSError) as e:
+            raise UsageError(f"cannot read image {path}: {e}") from e
     if p.suffix == ".pt":
         return torch.load(p, weights_only=True, map_location="cpu")
     if p.suffix == ".npy":
@@ -198,5 +203,10 @@ def load_input(path: str | None, loaded: Loaded, text: str | None = None) -> Any
 
         return torch.from_numpy(np.load(p, allow_pickle=False))
     if p.suffix == ".json":
-        return torch.tensor(json.loads(p.read_text()))
+        try:
+            return torch.tensor(json.loads(p.read_text()))
+        except RecursionError as e:
+            raise UsageError(f"{path} is nested too deeply to be a tensor") from e
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{path} does not hold a (nested) list of numbers: {e}") from e
     raise UsageError(f"unsupported input type {p.suffix!r}: use an image, .pt, .npy, .json or .txt")

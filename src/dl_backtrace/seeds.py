@@ -202,6 +202,9 @@ def make_seed(y: Tensor, task: str, target: Any = None, multiplier: float = 100.
     elif kind == "generation":
         seed = _single_entry(y, targets, value, contrast, _last_position(positions))
     elif kind == "token-classification":
+        if y.dim() != 3:
+            raise ValueError(f"task {task!r} expects a [B, T, C] output (a class per position), got "
+                             f"{tuple(shape)}; use task='classification' for one class per example")
         seed = _token_classification(y, targets, value, contrast)
     else:
         seed = _segmentation(y if y.dim() >= 4 else y[:, None], targets, value, thresholding, contrast)

@@ -82,7 +82,7 @@ def run_explain(args: argparse.Namespace) -> int:
     dlb = DLBacktrace(loaded.model, example)
     inputs = _as_dict(x, dlb.traced.input_names)
     dlb.predict(**inputs)
-    rel = dlb.evaluation(mode=args.mode, task=args.task, target=args.target)
+    rel = dlb.evaluation(mode=args.mode, task=args.task or loaded.task, target=args.target)
     tokens = None
     if loaded.tokenizer is not None and "input_ids" in inputs:
         tokens = [loaded.tokenizer.convert_ids_to_tokens(r.tolist()) for r in inputs["input_ids"]]
