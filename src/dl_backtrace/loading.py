@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ class Loaded:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     task: str | None = None
     labels: list[str] | None = None
+
+    @property
+    def public_name(self) -> str:
+        """The name without filesystem paths (what a server may show)."""
+        return re.sub(r"(/[^\s,()]+)+", lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], self.name)
 
 
 def _demo() -> Loaded:

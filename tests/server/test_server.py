@@ -24,7 +24,7 @@ def _png(size: int = 20) -> bytes:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url="http://localhost")
 
 
 def test_health_model_and_viewer(client: TestClient) -> None:
@@ -80,7 +80,7 @@ def test_generate_with_a_tiny_causal_lm() -> None:
     lm = transformers.LlamaForCausalLM(cfg).eval()
     ids = torch.tensor([[101, 2023, 2003]])
     app = create_app(Loaded(lm, "tiny llama", {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, tok))
-    c = TestClient(app)
+    c = TestClient(app, base_url="http://127.0.0.1")
     r = c.post("/generate", json={"prompt": "the cat sat", "max_new_tokens": 3})
     body = r.json()
     assert r.status_code == 200 and len(body["steps"]) == 3

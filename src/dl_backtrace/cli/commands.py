@@ -145,9 +145,11 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as e:
         raise UsageError("the server needs: pip install 'dl_backtrace[server]'") from e
-    from ..server import create_app
+    from ..server import LOOPBACK_HOSTS, create_app
 
     loaded = load_model(args.model, args.size, args.weights)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    hosts = (*LOOPBACK_HOSTS, args.host) if loopback else None  # bound elsewhere: the operator's proxy decides
     print(f"serving {loaded.name} on http://{args.host}:{args.port}/")
-    uvicorn.run(create_app(loaded), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(loaded, allowed_hosts=hosts), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import math
 import threading
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -15,8 +16,9 @@ from ..loading import Loaded, load_model
 from ..pytorch_backtrace import DLBacktrace
 from ..viz.heatmap import heatmap_png
 from ..viz.summary import top_nodes
+from .limits import Limits
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "Limits", "LOOPBACK_HOSTS"]
 
 
 def _fastapi() -> Any:
@@ -42,13 +44,21 @@ class _Service:
         inputs = [{"name": n, "shape": list(s), "dtype": str(d)} for n, s, d in traced.example_shapes]
         accepts = (["image"] if self.loaded.image_shape else []) + (["text"] if self.loaded.tokenizer else [])
         task = self.loaded.task or ("generation" if self.causal else "classification")
-        return {"name": self.loaded.name, "inputs": inputs, "task": task, "accepts": accepts + ["tensor"]}
+        return {"name": self.loaded.public_name, "inputs": inputs, "task": task, "accepts": accepts + ["tensor"]}
+
+    def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> dict[str, Any]:
+        with self.lock:  # one decoding at a time: the token explainer is built once and shared
+            res = self.dlb.run_task(task="generation", inputs=inputs, tokenizer=self.loaded.tokenizer,
+                                    max_new_tokens=max_new_tokens)
+        steps = [{"step": e["step"], "token": e["token"][0], "tokens": e["tokens"][0],
+                  "relevance": [float(v) for v in e["relevance"][0]]} for e in res["relevance_trace"]]
+        return {"text": res["generated_text"][0], "generated_tokens": res["generated_tokens"][0], "steps": steps}
 
     def explain(self, inputs: dict[str, torch.Tensor], mode: str, target: int | None) -> dict[str, Any]:
-        with self.lock:
-            node_io = self.dlb.predict(**inputs)
-            task = "generation" if self.causal else None
-            rel = self.dlb.evaluation(mode=mode, task=task, target=target)
+        """One explanation (called from the worker pool: DLBacktrace keeps predict/evaluation state per thread)."""
+        node_io = self.dlb.predict(**inputs)
+        task = "generation" if self.causal else self.loaded.task
+        rel = self.dlb.evaluation(mode=mode, task=task, target=target)
         y = node_io["output"][1][0]
         y = y[-1] if y.dim() == 2 else y
         k = int(y.argmax())
@@ -81,10 +91,20 @@ def _viewer() -> str:
     return (resources.files("dl_backtrace") / "server" / "viewer.html").read_text()
 
 
-def create_app(model: Loaded | torch.nn.Module | str | None = None, example: Any = None) -> Any:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(model: Loaded | torch.nn.Module | str | None = None, example: Any = None,
+               limits: Limits | None = None, allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS) -> Any:
     """A FastAPI app explaining ``model`` (a ``Loaded`` from :func:`dl_backtrace.loading.load_model`, a module
-    with ``example`` inputs, a model spec string, or None for the bundled digits demo)."""
+    with ``example`` inputs, a model spec string, or None for the bundled digits demo).
+
+    ``limits`` bounds every request (:class:`~dl_backtrace.server.limits.Limits`: body size, image pixels, text
+    length, concurrent and queued explanations). ``allowed_hosts`` are the Host headers served (default: the
+    loopback names, which stops DNS rebinding against a server bound to loopback; None serves any). There are
+    no /docs, /redoc or /openapi.json pages."""
     fastapi = _fastapi()
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     if model is None or isinstance(model, str):
         loaded = load_model(model or "demo")
     elif isinstance(model, Loaded):
@@ -92,10 +112,12 @@ def create_app(model: Loaded | torch.nn.Module | str | None = None, example: Any
     else:
         loaded = Loaded(model.eval(), type(model).__name__, example)
     service = _Service(loaded)
-    app = fastapi.FastAPI(title="dl_backtrace", version="1")
+    app = fastapi.FastAPI(title="dl_backtrace", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     from .routes import add_routes
 
-    add_routes(app, service, _viewer())
+    add_routes(app, service, _viewer(), limits or Limits())
     return app
 
 
