@@ -20,7 +20,7 @@ venv_for() {  # $1 = torch version; prints the venv's python, or fails if torch 
     "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
     # the machine's pip constraints cap torch at the pinned version; this venv asks for another on purpose
     PIP_CONSTRAINT=/dev/null "$dir/bin/python" -m pip install -q "torch==$v" numpy pytest hypothesis safetensors \
-      >/dev/null || return 1
+      >/dev/null 2> >(grep -v "^WARNING: Location" >&2) || return 1
     touch "$dir/.ok"
   fi
   echo "$dir/bin/python"

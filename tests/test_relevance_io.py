@@ -87,3 +87,50 @@ def test_non_contiguous_and_tiny_relevance_is_saved(tmp_path: Path) -> None:
             back = load_relevance(tmp_path / f"{mode}-{precision}.safetensors")
             for a, b in zip(_streams(res.input_relevance), _streams(back.input_relevance)):
                 assert float((a - b).abs().max()) <= BOUND[precision] * 1.0001 * float(a.abs().max())
+
+
+def _malformed(good: Path, tmp: Path) -> list[tuple[str, Path]]:
+    """Files that are safetensors but not valid relevance files, each a way a reader used to crash."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(good), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    cases: list[tuple[str, dict[str, torch.Tensor], dict[str, str]]] = []
+    drop_seed = {k: v for k, v in tensors.items() if not k.startswith("seed")}
+    cases.append(("no seed", drop_seed, meta))
+    inp = next(k for k in tensors if k.startswith("node/input"))
+    cases.append(("no input", {k: v for k, v in tensors.items() if k != inp}, meta))
+    cases.append(("int64 relevance", {**tensors, inp: tensors[inp].long()}, meta))
+    cases.append(("bool relevance", {**tensors, inp: tensors[inp] > 0}, meta))
+    cases.append(("unknown entry", {**tensors, "weights/w": torch.zeros(1)}, meta))
+    cases.append(("unknown stream", {**tensors, "node/q#sideways": torch.zeros(1)}, meta))
+    for key, value in (("input_names", "{bad json"), ("input_names", '"x"'), ("input_names", "[" * 5000 + "]" * 5000),
+                       ("precision", "fp7"), ("mode", "sideways"), ("target", "{"), ("tokens", "3")):
+        cases.append((f"metadata {key}={value[:10]}", tensors, {**meta, key: value}))
+    cases.append(("missing input_names", tensors, {k: v for k, v in meta.items() if k != "input_names"}))
+    cases.append(("fp8 without scale", {k: v.to(torch.float8_e4m3fn) for k, v in tensors.items()},
+                  {**meta, "precision": "fp8"}))
+    cases.append(("int4 bad shape", {**{k: torch.zeros(1, dtype=torch.uint8) for k in tensors},
+                                     **{k + "#scale": torch.ones(1) for k in tensors},
+                                     **{k + "#shape": torch.tensor([100, 100]) for k in tensors}},
+                  {**meta, "precision": "int4"}))
+    out = []
+    for i, (name, t, m) in enumerate(cases):
+        path = tmp / f"bad{i}.safetensors"
+        save_file({k: v.contiguous() for k, v in t.items()}, str(path), metadata=m)
+        out.append((name, path))
+    return out
+
+
+def test_malformed_files_raise_one_value_error(result, tmp_path: Path) -> None:
+    good = tmp_path / "good.safetensors"
+    save_relevance(result, good)
+    back = load_relevance(good)
+    assert "conservation_error" in repr(back) and back.conservation_error <= 1e-5
+    cases = _malformed(good, tmp_path)
+    assert len(cases) == 16
+    for name, path in cases:
+        with pytest.raises(ValueError):
+            load_relevance(path)

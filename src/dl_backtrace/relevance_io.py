@@ -137,27 +137,99 @@ def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, meta
 
 
-def load_relevance(path: str | Path) -> Relevance:
-    """Read a file written by :func:`save_relevance` (float32 tensors; contrast pairs restored)."""
-    tensors, meta = _read(Path(path))
-    precision = meta["precision"]
+_STORED = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn,
+           "int4": torch.uint8}
+
+
+def _json_field(meta: dict[str, str], key: str, kind: type | tuple[type, ...]) -> Any:
+    try:
+        value = json.loads(meta[key])
+    except KeyError:
+        raise ValueError(f"relevance file metadata lacks {key!r}") from None
+    except (json.JSONDecodeError, RecursionError, TypeError) as e:
+        raise ValueError(f"relevance file metadata {key!r} is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"relevance file metadata {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _check_parts(key: str, parts: dict[str, Tensor], precision: str) -> None:
+    """Each stored relevance tensor: the dtype of its precision, and the scale/shape entries it needs."""
+    base = parts.get("")
+    if base is None or base.dtype != _STORED[precision]:
+        got = "missing" if base is None else str(base.dtype)
+        raise ValueError(f"relevance file entry {key!r}: expected {_STORED[precision]} for {precision}, got {got}")
+    needs = {"fp16": {"#scale"} if "#scale" in parts else set(), "fp8": {"#scale"}, "int4": {"#scale", "#shape"}}
+    for extra in needs.get(precision, set()) | set(parts) - {""}:
+        if extra not in parts or extra not in needs.get(precision, set()):
+            raise ValueError(f"relevance file entry {key!r}: unexpected or missing {extra!r} for {precision}")
+    scale = parts.get("#scale")
+    if scale is not None and (scale.dtype != torch.float32 or scale.numel() != 1 or not bool(scale.isfinite().all())):
+        raise ValueError(f"relevance file entry {key!r}: its scale must be one finite float32")
+    if precision == "int4":
+        shape = parts["#shape"]
+        if shape.dtype != torch.int64 or shape.dim() != 1 or bool((shape < 0).any()):
+            raise ValueError(f"relevance file entry {key!r}: its shape entry is not a list of sizes")
+        n = 1
+        for d in shape.tolist():
+            n *= d
+        if base.dim() != 1 or base.numel() != (n + 1) // 2:
+            raise ValueError(f"relevance file entry {key!r}: {base.numel()} packed bytes cannot hold shape "
+                             f"{shape.tolist()}")
+
+
+def _groups(tensors: dict[str, Tensor], precision: str) -> dict[str, dict[str, Tensor]]:
     groups: dict[str, dict[str, Tensor]] = {}
     for key, t in tensors.items():
         part = next((suf for suf in ("#scale", "#shape") if key.endswith(suf)), "")
-        groups.setdefault(key[: len(key) - len(part)], {})[part] = t
-    values = {k: _decode(parts, precision) for k, parts in groups.items()}
+        name = key[: len(key) - len(part)]
+        if not (name == "seed" or name.startswith(("node/", "sink/", "seed#"))):
+            raise ValueError(f"relevance file has an unknown entry {key!r}")
+        groups.setdefault(name, {})[part] = t
+    for name, parts in groups.items():
+        _check_parts(name, parts, precision)
+    return groups
+
+
+def load_relevance(path: str | Path) -> Relevance:
+    """Read a file written by :func:`save_relevance` (float32 tensors; contrast pairs restored). The whole
+    file is validated first (metadata, entries, dtypes, shapes, pairs, the seed and every input); anything
+    wrong raises one ValueError naming it. Nothing in the file is ever executed."""
+    tensors, meta = _read(Path(path))
+    precision, mode = meta.get("precision"), meta.get("mode")
+    if precision not in PRECISIONS or mode not in ("default", "contrast"):
+        raise ValueError(f"relevance file metadata: precision {precision!r} / mode {mode!r} not recognised")
+    input_names = _json_field(meta, "input_names", list)
+    if not all(isinstance(n, str) for n in input_names):
+        raise ValueError("relevance file metadata 'input_names' must be a list of names")
+    values = {k: _decode(parts, precision) for k, parts in _groups(tensors, precision).items()}
     merged: dict[str, Any] = {}
     for key, t in values.items():
         name, _, stream = key.partition("#")
         if stream:
+            if stream not in ("positive", "negative"):
+                raise ValueError(f"relevance file entry {key!r}: unknown stream {stream!r}")
             pair = merged.setdefault(name, [None, None])
             pair[0 if stream == "positive" else 1] = t
         else:
             merged[name] = t
-    merged = {k: Pair(*v) if isinstance(v, list) else v for k, v in merged.items()}
+    merged = {k: _pair(k, v, mode) if isinstance(v, list) or mode == "contrast" else v for k, v in merged.items()}
     nodes = {k[5:]: v for k, v in merged.items() if k.startswith("node/")}
     sinks = {k[5:]: v for k, v in merged.items() if k.startswith("sink/")}
-    res = Relevance(nodes, json.loads(meta["input_names"]), sinks, merged.get("seed"), meta["mode"], meta["task"],
-                    json.loads(meta["target"]), json.loads(meta["tokens"]))
+    missing = [n for n in input_names if n not in nodes] + ([] if "seed" in merged else ["the seed"])
+    if missing:
+        raise ValueError(f"relevance file lacks {', '.join(map(repr, missing))}")
+    res = Relevance(nodes, input_names, sinks, merged["seed"], mode, str(meta.get("task", "")),
+                    _json_field(meta, "target", (int, list, type(None))),
+                    _json_field(meta, "tokens", (list, type(None))))
     res.metadata = meta
     return res
+
+
+def _pair(key: str, v: Any, mode: str) -> Pair:
+    """A contrast entry: both streams present, same shape (default-mode files hold no pairs)."""
+    if mode != "contrast" or not isinstance(v, list):
+        raise ValueError(f"relevance file entry {key!r} does not fit a {mode}-mode file")
+    if v[0] is None or v[1] is None or v[0].shape != v[1].shape:
+        raise ValueError(f"relevance file entry {key!r} needs a positive and a negative stream of one shape")
+    return Pair(v[0], v[1])
