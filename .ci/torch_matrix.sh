@@ -35,6 +35,7 @@ for v in $REQUIRED $OPTIONAL; do
       *) echo "torch $v failed to install"; status=1; continue ;;
     esac
   fi
-  PYTHONPATH="$PWD/src:$PWD" "$py" -m pytest -q -p no:cacheprovider "${CORE[@]}" || status=1
+  PYTHONPATH="$PWD/src:$PWD" "$py" -m pytest -q -o addopts="" -p no:cacheprovider -W ignore::DeprecationWarning \
+    "${CORE[@]}" || status=1
 done
 exit $status

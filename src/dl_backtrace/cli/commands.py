@@ -52,6 +52,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--workers", type=_positive, default=1, help="explanations running at once (default 1)")
+    p.add_argument("--queue", type=_positive, default=8, help="explanations admitted at once; more get 503")
     p.set_defaults(func=run_serve)
 
 
@@ -145,11 +147,13 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError as e:
         raise UsageError("the server needs: pip install 'dl_backtrace[server]'") from e
-    from ..server import LOOPBACK_HOSTS, create_app
+    from ..server import LOOPBACK_HOSTS, Limits, create_app
 
     loaded = load_model(args.model, args.size, args.weights)
     loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
     hosts = (*LOOPBACK_HOSTS, args.host) if loopback else None  # bound elsewhere: the operator's proxy decides
     print(f"serving {loaded.name} on http://{args.host}:{args.port}/")
-    uvicorn.run(create_app(loaded, allowed_hosts=hosts), host=args.host, port=args.port, log_level="warning")
+    limits = Limits(max_concurrent=args.workers, max_queue=max(args.queue, args.workers))
+    uvicorn.run(create_app(loaded, limits=limits, allowed_hosts=hosts), host=args.host, port=args.port,
+                log_level="warning")
     return 0

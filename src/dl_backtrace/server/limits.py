@@ -23,7 +23,7 @@ class Limits:
     max_tokens: int = 512
     max_chars: int = 20_000  # a text's length, checked before it is tokenised
     max_new_tokens: int = 64
-    max_concurrent: int = 2  # explanations running at once (worker threads)
+    max_concurrent: int = 1  # explanations running at once (worker threads; each also uses torch's threads)
     max_queue: int = 8  # explanations admitted (running + waiting); more are answered 503
 
 
