@@ -134,3 +134,4 @@ def test_malformed_files_raise_one_value_error(result, tmp_path: Path) -> None:
     for name, path in cases:
         with pytest.raises(ValueError):
             load_relevance(path)
+            pytest.fail(f"{name}: loaded without an error")

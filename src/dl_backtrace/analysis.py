@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,8 +169,8 @@ def _passthrough(n: Node, a: Analysis) -> bool:
     shape = getattr(n.meta.get("val"), "shape", None)
     for m in n.all_input_nodes:
         if a.is_live(m) and getattr(m.meta.get("val"), "shape", None) == shape:
-            log.warning("no rule for %s at node %s: passing relevance through to %s (asked for)", n.target,
-                        n.name, m.name)
+            warnings.warn(f"no rule for {n.target} at node {n.name}: passing relevance through to {m.name} "
+                          "(passthrough_unsupported=True; results are approximate there)", UserWarning, stacklevel=2)
             a.overrides[n] = (_PATTERN_RULE, [m])
             return True
     return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -217,8 +218,8 @@ def trace(model: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, An
         bound["use_cache"] = False  # an explanation needs no KV cache (and a cache object cannot be exported)
     was_training = model.training
     if was_training:
-        log.warning("%s is in training mode; tracing it in eval() mode (dropout off, batch norm statistics "
-                    "frozen). Call model.eval() to silence this.", type(model).__name__)
+        warnings.warn(f"{type(model).__name__} is in training mode; tracing it in eval() mode (dropout off, batch "
+                      "norm statistics frozen). Call model.eval() to silence this.", UserWarning, stacklevel=4)
         model.eval()
     try:
         with _grouped_experts(model):

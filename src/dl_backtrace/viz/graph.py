@@ -160,7 +160,11 @@ def to_dot(view: GraphView) -> str:
 
 
 def _png_matplotlib(view: GraphView, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(f"writing {path.name} as PNG needs matplotlib: pip install 'dl_backtrace[viz]' (or save "
+                          "as .svg or .dot, which need nothing)") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
