@@ -12,6 +12,7 @@ run() { echo; echo "## $*"; timeout "${PART_TIMEOUT:-240}" "$@" 2>&1 | grep -v W
   echo "# device check $(date -u +%F' '%T) UTC"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   $PY -c "import torch, torchvision, transformers; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__)"
+  run $PY scripts/tf32_probe.py
   # the user's global TF32 switches stay on during the checks: the explanation must turn them off itself
   run $PY -c "import torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; import runpy, sys; sys.argv = ['gpu_check.py', '--size', '64']; runpy.run_path('scripts/gpu_check.py', run_name='__main__')"
   run $PY -m pytest -q -x -p no:cacheprovider tests/engine/test_device.py
