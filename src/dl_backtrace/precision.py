@@ -52,7 +52,10 @@ def _read() -> tuple[Any, ...]:
         return ("legacy", torch.get_float32_matmul_precision(), bool(torch.backends.cudnn.allow_tf32))
     except RuntimeError:
         b = torch.backends
-        return ("new", b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision)
+        # parents too: the legacy setters used inside an explanation change cuDNN's and the global default,
+        # which children set to "none" inherit
+        return ("new", b.fp32_precision, b.cudnn.fp32_precision, b.cuda.matmul.fp32_precision,
+                b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision)
 
 
 def _write(saved: tuple[Any, ...]) -> None:
@@ -61,10 +64,12 @@ def _write(saved: tuple[Any, ...]) -> None:
         # leaves the legacy getters, read by torch.export and by user code, raising)
         torch.set_float32_matmul_precision(saved[1])
         torch.backends.cudnn.allow_tf32 = saved[2]
-    else:
-        torch.backends.cuda.matmul.fp32_precision = saved[1]
-        torch.backends.cudnn.conv.fp32_precision = saved[2]
-        torch.backends.cudnn.rnn.fp32_precision = saved[3]
+    else:  # the legacy flags first (torch keeps them as separate state), then parents, then children
+        b = torch.backends
+        torch.set_float32_matmul_precision("high" if saved[3] == "tf32" else "highest")
+        b.cudnn.allow_tf32 = saved[4] != "ieee"
+        b.fp32_precision, b.cudnn.fp32_precision = saved[1], saved[2]
+        b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision = saved[3:6]
 
 
 def _wanted(precision: str) -> tuple[Any, ...]:
