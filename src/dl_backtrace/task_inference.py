@@ -47,7 +47,8 @@ def infer_task(model: torch.nn.Module, y: torch.Tensor, output_name: str = "outp
             return "generation", f"output {list(shape)} spans the vocabulary"
         raise _no_task(model, shape, output_name)
     if y.dim() <= 2:
-        return "classification", f"output {list(shape)}: argmax class of each row"
+        kind = "text-classification" if int_inputs else "image-classification" if y.dim() == 2 else "classification"
+        return kind, f"output {list(shape)}: argmax class of each row"
     if y.dim() == 3:
         return ("generation", f"output {list(shape)} with token inputs: next token at the last position") \
             if int_inputs else ("token-classification", f"output {list(shape)}: each position's argmax class")
