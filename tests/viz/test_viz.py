@@ -72,3 +72,27 @@ def test_generation_map_and_notebook_rendering(explained, tmp_path: Path) -> Non
     assert Path(png).read_bytes().startswith(PNG)
     _, rel, _ = explained
     assert "conservation error" in rel._repr_html_()
+
+
+def test_fast_heatmap_png_colours_follow_the_relevance() -> None:
+    """The server's PIL renderer: input | heatmap | overlay; the heatmap's colours are the map's end points where
+    relevance is 0 and where it is largest (sequential), and white at 0 for signed relevance (diverging)."""
+    import io
+
+    from PIL import Image
+
+    from dl_backtrace.rules.registry import Pair
+    from dl_backtrace.viz.heatmap import heatmap_png_fast
+
+    x = torch.rand(1, 8, 8)
+    rel = torch.zeros(1, 8, 8)
+    rel[0, 2, 5] = 3.0
+    img = Image.open(io.BytesIO(heatmap_png_fast(x, rel, min_size=8))).convert("RGB")
+    assert img.size == (8 * 3 + 2, 8)  # three 8-pixel panels, two 1-pixel gaps
+    heat = 8 + 1  # where the heatmap panel starts
+    assert img.getpixel((heat + 5, 2)) == (252, 255, 164) and img.getpixel((heat, 0)) == (0, 0, 4)
+    signed = Pair(rel, torch.zeros_like(rel).index_put_((torch.tensor([0]), torch.tensor([7]), torch.tensor([7])),
+                                                        torch.tensor([3.0])))
+    img = Image.open(io.BytesIO(heatmap_png_fast(x, signed, min_size=8))).convert("RGB")
+    assert img.getpixel((heat, 0)) == (247, 247, 247)  # net 0: the diverging map's centre
+    assert img.getpixel((heat + 5, 2)) == (103, 0, 31) and img.getpixel((heat + 7, 7)) == (5, 48, 97)

@@ -14,7 +14,7 @@ import torch
 
 from ..loading import Loaded, load_model
 from ..pytorch_backtrace import DLBacktrace
-from ..viz.heatmap import heatmap_png
+from ..viz.heatmap import heatmap_png_fast
 from ..viz.summary import top_nodes
 from .limits import Limits
 
@@ -81,7 +81,7 @@ class _Service:
                     "relevance": [float(v) for v in t[0]]}
         if x.is_floating_point() and x.dim() == 4:
             rb = type(r)(r[0][0], r[1][0]) if isinstance(r, tuple) else r[0]
-            png = heatmap_png(x[0], rb)
+            png = heatmap_png_fast(x[0], rb)
             return {"heatmap_png": "data:image/png;base64," + base64.b64encode(png).decode()}
         t = r.net if isinstance(r, tuple) else r
         return {"relevance": t[0].tolist()}
