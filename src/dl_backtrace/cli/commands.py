@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -154,6 +155,9 @@ def run_serve(args: argparse.Namespace) -> int:
     hosts = (*LOOPBACK_HOSTS, args.host) if loopback else None  # bound elsewhere: the operator's proxy decides
     print(f"serving {loaded.name} on http://{args.host}:{args.port}/")
     limits = Limits(max_concurrent=args.workers, max_queue=max(args.queue, args.workers))
+    # this is the server's own process: leave one core to the event loop so /health answers while explaining
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
     uvicorn.run(create_app(loaded, limits=limits, allowed_hosts=hosts), host=args.host, port=args.port,
                 log_level="warning")
     return 0
