@@ -54,10 +54,15 @@ class Explainer:
         return set(d) <= named or any(p.kind is p.VAR_KEYWORD for p in params.values()) and not (
             len(named) == 1 and next(iter(named)) not in d)
 
+_ENGINE_KEYWORDS = ("dynamic_shapes", "device", "passthrough_unsupported", "max_programs", "output")
+
+
 def explain(model: torch.nn.Module, inputs: Any, **kwargs: Any) -> Relevance:
-    """One-shot: trace ``model`` on ``inputs`` and explain them (keyword arguments as in ``attribute``)."""
+    """One-shot: trace ``model`` on ``inputs`` and explain them. Keywords of :class:`Explainer` (``device``,
+    ``output``, ``dynamic_shapes``, ...) go to the constructor, the rest to :meth:`Explainer.attribute`."""
+    engine = {k: kwargs.pop(k) for k in _ENGINE_KEYWORDS if k in kwargs}
     args, kw = _as_args(inputs)
-    return Explainer(model, inputs).attribute(*args, **kw, **kwargs)
+    return Explainer(model, inputs, **engine).attribute(*args, **kw, **kwargs)
 
 
 def coverage(model: torch.nn.Module, example_inputs: Any, **kwargs: Any) -> list[UnsupportedOp]:

@@ -120,7 +120,7 @@ def contrast_factors(rp: Tensor, rn: Tensor, terms: Terms) -> tuple[tuple[Tensor
     sink_p, sink_n = rp.masked_fill(flows, 0.0), rn.masked_fill(flows, 0.0)
     floor = _floor(p)
     floored = flows & ((has_p & (p < floor)) | (has_n & (n < floor)))  # subnormal pools: factors were floored
-    if bool(floored.any()):
+    if p.device.type != "cpu" or bool(floored.any()):  # no host sync on accelerators
         sink_p = torch.where(floored, rp - a_pos * p - b_pos * n, sink_p)
         sink_n = torch.where(floored, rn - a_neg * p - b_neg * n, sink_n)
     return (a_pos, b_pos), (a_neg, b_neg), Pair(sink_p, sink_n)

@@ -43,7 +43,7 @@ class _Service:
         traced = self.dlb.traced
         inputs = [{"name": n, "shape": list(s), "dtype": str(d)} for n, s, d in traced.example_shapes]
         accepts = (["image"] if self.loaded.image_shape else []) + (["text"] if self.loaded.tokenizer else [])
-        task = self.loaded.task or ("generation" if self.causal else "classification")
+        task = self.loaded.task or ("generation" if self.causal else "inferred from the output (see /explain)")
         return {"name": self.loaded.public_name, "inputs": inputs, "task": task, "accepts": accepts + ["tensor"]}
 
     def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> dict[str, Any]:
