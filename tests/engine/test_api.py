@@ -158,3 +158,12 @@ def test_lean_explanation_equals_full(name: str) -> None:
             assert torch.equal(x, y)
     run = explainer.engine.run(inputs, kw, lean=True)
     assert run.execution.lean and len(run.execution.values) < len(explainer.engine.program.analysis.order)
+
+
+def test_one_shot_explain_routes_engine_keywords() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 5)
+    res = dl_backtrace.explain(model, x, device="cpu", max_programs=2, target=1, mode="contrast")
+    ref = dl_backtrace.Explainer(model, x).attribute(x, target=1, mode="contrast")
+    torch.testing.assert_close(res.input_relevance.positive, ref.input_relevance.positive, rtol=0, atol=0)

@@ -77,10 +77,3 @@ def test_explainer_takes_a_dict_like_its_constructor() -> None:
     assert set(by_dict.input_names) == {"left", "right"}
     torch.testing.assert_close(by_dict["left"], by_name["left"], rtol=0, atol=0)
 
-
-def test_one_shot_explain_routes_engine_keywords() -> None:
-    model = _model()
-    x = torch.randn(2, 5)
-    res = dl_backtrace.explain(model, x, device="cpu", max_programs=2, target=1, mode="contrast")
-    ref = dl_backtrace.Explainer(model, x).attribute(x, target=1, mode="contrast")
-    torch.testing.assert_close(res.input_relevance.positive, ref.input_relevance.positive, rtol=0, atol=0)
