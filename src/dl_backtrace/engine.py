@@ -270,8 +270,9 @@ def _finite(v: Any) -> Tensor:
 def _surface_non_finite(res: Relevance, prog: Program, prop: Any) -> None:
     """NaN/inf anywhere in the seed, the inputs' relevance or the sinks is never hidden: the result's
     conservation error becomes NaN and a warning names the first node (in walk order) where it appeared."""
-    parts = [res.seed, *res.inputs.values(), *res.bias_sinks.values()]
-    if bool(torch.stack([_finite(v).to("cpu") for v in parts]).all()):
+    flags = [_finite(v) for v in (res.seed, *res.inputs.values(), *res.bias_sinks.values())]
+    devices = {f.device for f in flags}  # one host sync per device, not one per sink
+    if all(bool(torch.stack([f for f in flags if f.device == d]).all()) for d in devices):
         return
     res.non_finite = "the seed (the model output is not finite)" if not bool(_finite(res.seed)) else None
     for node in reversed(prog.analysis.order):

@@ -51,8 +51,10 @@ class Explainer:
             return True
         params = sig.parameters
         named = {k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        return set(d) <= named or any(p.kind is p.VAR_KEYWORD for p in params.values()) and not (
-            len(named) == 1 and next(iter(named)) not in d)
+        if set(d) <= named:  # forward(input_ids=..., attention_mask=...)
+            return True
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return takes_kwargs and len(named) != 1  # forward(features, **kw) takes the dict itself
 
 _ENGINE_KEYWORDS = ("dynamic_shapes", "device", "passthrough_unsupported", "max_programs", "output")
 
