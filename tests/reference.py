@@ -8,16 +8,84 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from dl_backtrace.rules.gates import Activation
+# -- the activation table of RELEVANCE.md section 2 (and clarification 7.5), written here independently --------
+
+
+@dataclass(frozen=True)
+class RefGate:
+    """An activation's gating data: range (lower, upper; None = unbounded), monotone, and f for the
+    non-monotone equality tests."""
+
+    name: str
+    lower: float | None = None
+    upper: float | None = None
+    monotone: bool = True
+    f: Callable[[Tensor], Tensor] | None = None
+
+
+def _swish_f(beta: float) -> Callable[[Tensor], Tensor]:
+    return lambda x: x * torch.sigmoid(beta * x)
+
+
+REF_GATES: dict[str, RefGate | None] = {
+    # the paper's table (section 2)
+    "relu": None,  # never gated (section 2, last paragraph)
+    "identity": None,
+    "tanh": RefGate("tanh", -2.0, 2.0),
+    "sigmoid": RefGate("sigmoid", -4.0, 4.0),
+    "softmax": RefGate("softmax", -1.0, 2.0),
+    "log_softmax": RefGate("softmax", -1.0, 2.0),  # 7.5: gates like softmax
+    "silu": RefGate("swish", -6.0, None, False, _swish_f(1.0)),  # 7.5: aten.silu with its own f
+    "swish0.75": RefGate("swish", -6.0, None, False, _swish_f(0.75)),  # the paper's swish
+    "gelu": RefGate("gelu", -6.0, None, False, lambda x: torch.nn.functional.gelu(x)),
+    "gelu_tanh": RefGate("gelu", -6.0, None, False, lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+    # the project's stated choices for the others (docs/rules.md)
+    "hardsigmoid": RefGate("hardsigmoid", -3.0, 3.0),
+    "hardswish": RefGate("hardswish", -3.0, None, False, torch.nn.functional.hardswish),
+    "mish": RefGate("mish", -6.0, None, False, torch.nn.functional.mish),
+    "relu6": RefGate("hardtanh", None, 6.0),  # the lower bound 0 is not applied, like ReLU
+    "leaky_relu": None, "elu": None, "softplus": None, "log_sigmoid": None, "selu": None, "celu": None,
+}
+
+
+def ref_gate_of_module(m: torch.nn.Module) -> RefGate | None:
+    """The gate the contract gives the activation module ``m`` (what the library must choose)."""
+    nn = torch.nn
+    if isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6):
+        lo = None if m.min_val == 0 else float(m.min_val)
+        return RefGate("hardtanh", lo, float(m.max_val))
+    if isinstance(m, nn.GELU):
+        return REF_GATES["gelu_tanh" if m.approximate == "tanh" else "gelu"]
+    names = {nn.ReLU: "relu", nn.Identity: "identity", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softmax: "softmax",
+             nn.LogSoftmax: "log_softmax", nn.SiLU: "silu", nn.Hardsigmoid: "hardsigmoid",
+             nn.Hardswish: "hardswish", nn.Mish: "mish", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu",
+             nn.ELU: "elu", nn.Softplus: "softplus", nn.LogSigmoid: "log_sigmoid", nn.SELU: "selu", nn.CELU: "celu"}
+    return REF_GATES[names[type(m)]]
+
+
+def same_gate(lib: object, ref: RefGate | None) -> bool:
+    """Does the library's gate (an object with lower/upper/monotone/f, or None) equal the reference's? f is
+    compared on a grid spanning the ranges where the equality tests happen."""
+    lib_gates = lib is not None and bool(getattr(lib, "gates", True))
+    if ref is None or not lib_gates:
+        return ref is None and not lib_gates
+    if (lib.lower, lib.upper, lib.monotone) != (ref.lower, ref.upper, ref.monotone):  # type: ignore[attr-defined]
+        return False
+    if ref.monotone:
+        return True
+    grid = torch.linspace(-8, 8, 161)
+    return bool(torch.allclose(lib.f(grid), ref.f(grid), rtol=0, atol=1e-6))  # type: ignore[attr-defined,misc]
 
 # -- section 2: default mode ----------------------------------------------------------------------------------
 
 
-def gate_ref(act: Activation | None, p: float, n: float, b: float, t: float | None = None,
+def gate_ref(act: RefGate | None, p: float, n: float, b: float, t: float | None = None,
              f_vals: tuple[float, float, float] | None = None) -> tuple[float, float]:
     """Apply section 2 gating to one unit's pools; returns the gated (P, N). ``t`` is the pre-activation
     T = P - N + b (computed here unless given, e.g. as the layer's float32 output); ``f_vals`` are
@@ -31,7 +99,7 @@ def gate_ref(act: Activation | None, p: float, n: float, b: float, t: float | No
     if act.upper is not None and t > act.upper:
         n = 0.0
     if not act.monotone and p > 0 and n > 0:
-        f = lambda v: float(act.f(torch.tensor(v, dtype=torch.float32)))  # noqa: E731
+        f = lambda v: float(act.f(torch.tensor(v, dtype=torch.float32)))  # type: ignore[misc] # noqa: E731
         ft, fp, fn = f_vals if f_vals is not None else (f(t), f(p + max(b, 0.0)), f(-(n + max(-b, 0.0))))
         if ft == fp:
             n = 0.0
@@ -40,7 +108,7 @@ def gate_ref(act: Activation | None, p: float, n: float, b: float, t: float | No
     return p, n
 
 
-def default_ref(c: Tensor, b: Tensor, r: Tensor, act: Activation | None = None,
+def default_ref(c: Tensor, b: Tensor, r: Tensor, act: RefGate | None = None,
                 pools: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """R_in_i = sum_j R_j ([c>0] c/P a+ + [c<0] |c|/N a-), sink_j = R_j (1 - a+ - a-)."""
     c, b, r = c.double(), b.double(), r.double()
